@@ -1,0 +1,546 @@
+//! A span-aware YAML tree: every node knows the exact bytes it came from.
+//!
+//! Built from `saphyr-parser` events so the rewriter can replace one scalar's bytes and leave
+//! everything else — comments, quoting, indentation, line endings — untouched. Only what the
+//! rewriter and the config module need: no alias resolution, no merge keys, no type resolution.
+
+use std::fmt;
+use std::ops::Range;
+
+use saphyr_parser::{Event, Parser, Span};
+
+/// Deepest nesting accepted; hostile input must not blow the stack when the tree is walked.
+const MAX_DEPTH: usize = 256;
+
+/// A parse failure with a 1-based position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for YamlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} col {}: {}", self.line, self.col, self.message)
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+/// How a scalar was written in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarStyle {
+    /// `value`
+    Plain,
+    /// `'value'`
+    SingleQuoted,
+    /// `"value"`
+    DoubleQuoted,
+    /// `| ...`
+    Literal,
+    /// `> ...`
+    Folded,
+}
+
+/// What a node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A scalar; an empty plain value (`key:`) has value `""` and an empty span.
+    Scalar {
+        /// The scalar's value after unquoting/unescaping (no type resolution).
+        value: String,
+        /// How it was written.
+        style: ScalarStyle,
+    },
+    /// A mapping's (key, value) pairs in source order.
+    Mapping(Vec<(Node, Node)>),
+    /// A sequence's items in source order.
+    Sequence(Vec<Node>),
+    /// An alias (`*name`); not resolved.
+    Alias,
+}
+
+/// One node of the tree with its source position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// What the node is.
+    pub kind: NodeKind,
+    /// 1-based line where the node starts.
+    pub line: usize,
+    /// 1-based column (in characters) where the node starts.
+    pub col: usize,
+    /// Byte range in the source: exact text (with quotes) for flow scalars; approximate for
+    /// collections; block scalars start at their content, not at the `|`/`>` indicator.
+    pub span: Range<usize>,
+    /// Whether the node carries an anchor (`&name`).
+    pub anchored: bool,
+    /// The node's explicit tag, expanded (`!!str` is `tag:yaml.org,2002:str`), if any.
+    pub tag: Option<String>,
+}
+
+impl Node {
+    /// The scalar's value, if this is a scalar.
+    #[must_use]
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Visits this node and all nodes under it in source order, keys before their values.
+    pub fn walk<'a>(&'a self, visit: &mut dyn FnMut(&'a Node, bool)) {
+        self.walk_inner(false, visit);
+    }
+
+    fn walk_inner<'a>(&'a self, is_key: bool, visit: &mut dyn FnMut(&'a Node, bool)) {
+        visit(self, is_key);
+        match &self.kind {
+            NodeKind::Mapping(pairs) => {
+                for (k, v) in pairs {
+                    k.walk_inner(true, visit);
+                    v.walk_inner(false, visit);
+                }
+            }
+            NodeKind::Sequence(items) => {
+                for item in items {
+                    item.walk_inner(false, visit);
+                }
+            }
+            NodeKind::Scalar { .. } | NodeKind::Alias => {}
+        }
+    }
+
+    /// The child at one path step: a mapping key, or a sequence index in decimal.
+    fn child(&self, step: &str) -> Option<(&Node, Option<&Node>)> {
+        match &self.kind {
+            NodeKind::Mapping(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(step))
+                .map(|(k, v)| (v, Some(k))),
+            NodeKind::Sequence(items) => {
+                let index: usize = step.parse().ok()?;
+                items.get(index).map(|n| (n, None))
+            }
+            NodeKind::Scalar { .. } | NodeKind::Alias => None,
+        }
+    }
+}
+
+/// One parsed YAML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The root node; `None` for a file with no document (empty or only comments).
+    pub root: Option<Node>,
+}
+
+impl Document {
+    /// The node at `path` (mapping keys; sequence indices as decimal strings); `[]` is the root.
+    #[must_use]
+    pub fn get(&self, path: &[&str]) -> Option<&Node> {
+        self.lookup(path).map(|(node, _)| node)
+    }
+
+    /// 1-based line of the node at `path`; for a mapping value, the line of its key.
+    #[must_use]
+    pub fn line_of(&self, path: &[&str]) -> Option<usize> {
+        self.lookup(path)
+            .map(|(node, key)| key.map_or(node.line, |k| k.line))
+    }
+
+    fn lookup(&self, path: &[&str]) -> Option<(&Node, Option<&Node>)> {
+        let mut node = self.root.as_ref()?;
+        let mut key = None;
+        for step in path {
+            let (child, child_key) = node.child(step)?;
+            node = child;
+            key = child_key;
+        }
+        Some((node, key))
+    }
+}
+
+/// Parses exactly one YAML document (an empty file gives `root: None`).
+///
+/// # Errors
+/// Syntax errors, more than one document, duplicate mapping keys, nesting deeper than 256.
+pub fn parse(src: &str) -> Result<Document, YamlError> {
+    Builder::new(src).run()
+}
+
+/// A collection being built.
+enum Open {
+    Mapping {
+        start: Node,
+        pairs: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+    Sequence {
+        start: Node,
+        items: Vec<Node>,
+    },
+}
+
+struct Builder<'a> {
+    src: &'a str,
+    /// Byte offset of each char index; empty when the source is ASCII (identity).
+    char_to_byte: Vec<usize>,
+    stack: Vec<Open>,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(src: &'a str) -> Self {
+        // saphyr-parser's Marker::index counts characters, not bytes.
+        let char_to_byte = if src.is_ascii() {
+            Vec::new()
+        } else {
+            src.char_indices()
+                .map(|(b, _)| b)
+                .chain(std::iter::once(src.len()))
+                .collect()
+        };
+        Builder {
+            src,
+            char_to_byte,
+            stack: Vec::new(),
+            root: None,
+            documents: 0,
+        }
+    }
+
+    fn byte_offset(&self, char_index: usize, span: &Span) -> Result<usize, YamlError> {
+        let byte = if self.char_to_byte.is_empty() {
+            Some(char_index).filter(|&b| b <= self.src.len())
+        } else {
+            self.char_to_byte.get(char_index).copied()
+        };
+        byte.ok_or_else(|| YamlError {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+            message: "parser position out of range".to_string(),
+        })
+    }
+
+    fn node(
+        &self,
+        kind: NodeKind,
+        span: &Span,
+        anchor: usize,
+        tag: Option<String>,
+    ) -> Result<Node, YamlError> {
+        let start = self.byte_offset(span.start.index(), span)?;
+        let end = self.byte_offset(span.end.index(), span)?.max(start);
+        Ok(Node {
+            kind,
+            line: span.start.line(),
+            col: span.start.col() + 1,
+            span: start..end,
+            anchored: anchor != 0,
+            tag,
+        })
+    }
+
+    fn run(mut self) -> Result<Document, YamlError> {
+        for event in Parser::new_from_str(self.src) {
+            let (event, span) = event.map_err(|e| YamlError {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+                message: e.info().to_string(),
+            })?;
+            self.event(event, &span)?;
+        }
+        Ok(Document { root: self.root })
+    }
+
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), YamlError> {
+        let at = |message: String| YamlError {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+            message,
+        };
+        let is_mapping = matches!(event, Event::MappingStart(..));
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(at(
+                        "more than one YAML document; tagflow edits single-document files only"
+                            .to_string(),
+                    ));
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let style = match style {
+                    saphyr_parser::ScalarStyle::Plain => ScalarStyle::Plain,
+                    saphyr_parser::ScalarStyle::SingleQuoted => ScalarStyle::SingleQuoted,
+                    saphyr_parser::ScalarStyle::DoubleQuoted => ScalarStyle::DoubleQuoted,
+                    saphyr_parser::ScalarStyle::Literal => ScalarStyle::Literal,
+                    saphyr_parser::ScalarStyle::Folded => ScalarStyle::Folded,
+                };
+                let mut node = self.node(
+                    NodeKind::Scalar {
+                        value: value.into_owned(),
+                        style,
+                    },
+                    span,
+                    anchor,
+                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                )?;
+                // saphyr-parser ends a quoted scalar's span after any trailing blanks and comment;
+                // find the closing quote ourselves.
+                if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+                    node.span.end = quoted_end(self.src, node.span.start).ok_or_else(|| {
+                        at("cannot locate the quoted scalar in the source".to_string())
+                    })?;
+                }
+                // The parser reports an absent value (`key:`) as a plain "~" with an empty span.
+                if node.span.is_empty() && style == ScalarStyle::Plain {
+                    node.kind = NodeKind::Scalar {
+                        value: String::new(),
+                        style,
+                    };
+                }
+                self.push(node)?;
+            }
+            Event::Alias(_) => {
+                let node = self.node(NodeKind::Alias, span, 0, None)?;
+                self.push(node)?;
+            }
+            Event::MappingStart(anchor, tag) | Event::SequenceStart(anchor, tag) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(at(format!("nesting deeper than {MAX_DEPTH} levels")));
+                }
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let kind = if is_mapping {
+                    NodeKind::Mapping(Vec::new())
+                } else {
+                    NodeKind::Sequence(Vec::new())
+                };
+                let start = self.node(kind, span, anchor, tag)?;
+                self.stack.push(if is_mapping {
+                    Open::Mapping {
+                        start,
+                        pairs: Vec::new(),
+                        key: None,
+                    }
+                } else {
+                    Open::Sequence {
+                        start,
+                        items: Vec::new(),
+                    }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                let end = self.byte_offset(span.end.index(), span)?;
+                let node = match self.stack.pop() {
+                    Some(Open::Mapping {
+                        mut start, pairs, ..
+                    }) => {
+                        start.kind = NodeKind::Mapping(pairs);
+                        start.span.end = end.max(start.span.start);
+                        start
+                    }
+                    Some(Open::Sequence { mut start, items }) => {
+                        start.kind = NodeKind::Sequence(items);
+                        start.span.end = end.max(start.span.start);
+                        start
+                    }
+                    None => return Err(at("unbalanced collection end".to_string())),
+                };
+                self.push(node)?;
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+        Ok(())
+    }
+
+    /// Attaches a finished node to the open collection, or makes it the root.
+    fn push(&mut self, node: Node) -> Result<(), YamlError> {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Sequence { items, .. }) => items.push(node),
+            Some(Open::Mapping { pairs, key, .. }) => match key.take() {
+                None => {
+                    let first = node
+                        .as_str()
+                        .and_then(|name| pairs.iter().find(|(k, _)| k.as_str() == Some(name)));
+                    if let (Some(name), Some((first, _))) = (node.as_str(), first) {
+                        return Err(YamlError {
+                            line: node.line,
+                            col: node.col,
+                            message: format!(
+                                "duplicate key {name:?} (first at line {}, again at line {})",
+                                first.line, node.line
+                            ),
+                        });
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => pairs.push((k, node)),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Byte offset just past the closing quote of the quoted scalar starting at `start`.
+fn quoted_end(src: &str, start: usize) -> Option<usize> {
+    let bytes = src.as_bytes();
+    let quote = *bytes.get(start)?;
+    let mut i = start + 1;
+    match quote {
+        b'\'' => loop {
+            match bytes.get(i)? {
+                b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                b'\'' => return Some(i + 1),
+                _ => i += 1,
+            }
+        },
+        b'"' => loop {
+            match bytes.get(i)? {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar<'a>(doc: &'a Document, path: &[&str]) -> (&'a str, ScalarStyle, Range<usize>) {
+        let node = doc.get(path).expect("path exists");
+        match &node.kind {
+            NodeKind::Scalar { value, style } => (value, *style, node.span.clone()),
+            other => panic!("not a scalar: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scalar_spans_are_exact_source_text() {
+        let src = "# é日本 comment\nimage:\n  repo: 'a''b' # ü\n  tag: \"v\\\"1\"  # c\n  \
+                   plain: x y\nlist:\n  - é # 'x'\n  - &a 'z'\n  - {k: \"é\", l: 'm'}\n";
+        let doc = parse(src).unwrap();
+        let cases: &[(&[&str], &str, &str, ScalarStyle)] = &[
+            (
+                &["image", "repo"],
+                "a'b",
+                "'a''b'",
+                ScalarStyle::SingleQuoted,
+            ),
+            (
+                &["image", "tag"],
+                "v\"1",
+                "\"v\\\"1\"",
+                ScalarStyle::DoubleQuoted,
+            ),
+            (&["image", "plain"], "x y", "x y", ScalarStyle::Plain),
+            (&["list", "0"], "é", "é", ScalarStyle::Plain),
+            (&["list", "1"], "z", "'z'", ScalarStyle::SingleQuoted),
+            (&["list", "2", "k"], "é", "\"é\"", ScalarStyle::DoubleQuoted),
+            (&["list", "2", "l"], "m", "'m'", ScalarStyle::SingleQuoted),
+        ];
+        for (path, value, text, style) in cases {
+            let (v, s, span) = scalar(&doc, path);
+            assert_eq!((v, s, &src[span]), (*value, *style, *text), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn lines_and_key_lines() {
+        let src = "a:\n  b:\n    c: 1\n  d:\n    - x\n    - y\n";
+        let doc = parse(src).unwrap();
+        let cases: &[(&[&str], Option<usize>)] = &[
+            (&[], Some(1)),
+            (&["a"], Some(1)),
+            (&["a", "b", "c"], Some(3)),
+            (&["a", "d"], Some(4)),
+            (&["a", "d", "1"], Some(6)),
+            (&["a", "d", "2"], None),
+            (&["a", "d", "x"], None),
+            (&["nope"], None),
+        ];
+        for (path, line) in cases {
+            assert_eq!(doc.line_of(path), *line, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_have_no_root() {
+        for src in ["", "# just a comment\n", "\n\n"] {
+            assert_eq!(parse(src).unwrap().root, None, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn null_value_is_empty_plain_with_empty_span() {
+        let doc = parse("a:\nb: ~\n").unwrap();
+        let (v, s, span) = scalar(&doc, &["a"]);
+        assert_eq!((v, s, span.is_empty()), ("", ScalarStyle::Plain, true));
+        assert_eq!(scalar(&doc, &["b"]).0, "~");
+    }
+
+    #[test]
+    fn anchors_aliases_tags() {
+        let doc = parse("a: &x v\nb: *x\nc: !!str 1\n").unwrap();
+        assert!(doc.get(&["a"]).unwrap().anchored);
+        assert_eq!(doc.get(&["b"]).unwrap().kind, NodeKind::Alias);
+        assert_eq!(
+            doc.get(&["c"]).unwrap().tag.as_deref(),
+            Some("tag:yaml.org,2002:str")
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            (
+                "a: 1\nb: 2\na: 3\n",
+                3,
+                "duplicate key \"a\" (first at line 1, again at line 3)",
+            ),
+            ("a: 1\n---\nb: 2\n", 2, "more than one YAML document"),
+            ("a: [1, 2\n", 2, ""),
+            ("a:\n\t- b\n", 2, "tabs"),
+            ("x: 1\n- y\n", 2, ""),
+        ];
+        for (src, line, msg) in cases {
+            let err = parse(src).unwrap_err();
+            assert_eq!(err.line, line, "{src:?}: {err}");
+            assert!(err.to_string().contains(msg), "{src:?}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("line {line} col ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let src = "[".repeat(10_000);
+        assert!(parse(&src).is_err());
+        let mut block = String::new();
+        for i in 0..1000 {
+            block.push_str(&" ".repeat(i));
+            block.push_str("a:\n");
+        }
+        assert!(parse(&block).is_err());
+    }
+
+    #[test]
+    fn crlf_spans() {
+        let src = "a: b\r\nc: 'd'\r\n";
+        let doc = parse(src).unwrap();
+        assert_eq!(&src[scalar(&doc, &["c"]).2], "'d'");
+        assert_eq!(doc.line_of(&["c"]), Some(2));
+    }
+}
