@@ -1,0 +1,657 @@
+//! Rewrite stage: bytes in → bytes out + a change list, like Flux's `UpdateWithSetters`.
+//!
+//! Finds each image's targets in a values file — Flux setter markers or dotted YAML paths —
+//! and replaces exactly those scalars' bytes. All-or-nothing: any problem anywhere in the file
+//! means no output. The result is re-parsed and compared before it is returned.
+
+mod atomic;
+mod marker;
+mod scalar;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::yamlspan::{self, Document, Node, NodeKind, YamlError};
+
+pub use atomic::write_atomic;
+pub use validate::{valid_digest, valid_repository, valid_tag};
+
+/// Which part of an image reference a target holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    /// `repository:tag`
+    Full,
+    /// The repository.
+    Name,
+    /// The tag.
+    Tag,
+    /// The digest (`sha256:…`).
+    Digest,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Full => "full",
+            Field::Name => "name",
+            Field::Tag => "tag",
+            Field::Digest => "digest",
+        })
+    }
+}
+
+/// Which input of an [`ImageUpdate`] is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// The repository.
+    Repository,
+    /// The tag.
+    Tag,
+    /// The digest.
+    Digest,
+    /// The setter policy.
+    Setter,
+    /// A YAML path.
+    Path,
+}
+
+impl fmt::Display for ValueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValueKind::Repository => "repository",
+            ValueKind::Tag => "tag",
+            ValueKind::Digest => "digest",
+            ValueKind::Setter => "setter",
+            ValueKind::Path => "path",
+        })
+    }
+}
+
+/// Dotted YAML paths (`image.tag`) to an image's fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathTargets {
+    /// Path to the repository.
+    pub name: Option<String>,
+    /// Path to the tag.
+    pub tag: Option<String>,
+    /// Path to the digest.
+    pub digest: Option<String>,
+    /// Path to `repository:tag`.
+    pub full: Option<String>,
+}
+
+/// What one image should now point at, and where its fields live in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageUpdate {
+    /// Config key of the image (for messages), e.g. `app`.
+    pub image: String,
+    /// Setter policy `ns:name` matched by `{"$imagepolicy": …}` markers.
+    pub setter: Option<String>,
+    /// YAML-path targets.
+    pub paths: PathTargets,
+    /// Repository to write, e.g. `registry.example.com/team/app`.
+    pub repository: String,
+    /// Tag to write.
+    pub tag: String,
+    /// Digest to write (`sha256:<64 hex>`); required if any digest target exists.
+    pub digest: Option<String>,
+}
+
+/// One scalar that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// File name as given to [`rewrite`].
+    pub file: String,
+    /// Config key of the image.
+    pub image: String,
+    /// Which field changed.
+    pub field: Field,
+    /// 1-based line of the scalar.
+    pub line: usize,
+    /// Previous value.
+    pub old: String,
+    /// New value.
+    pub new: String,
+}
+
+/// The rewritten file; `changes` empty means `output` equals the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The new file content.
+    pub output: Vec<u8>,
+    /// The changes, in file order.
+    pub changes: Vec<Change>,
+}
+
+/// Why a file was not rewritten. All terminal: the file or the config must change first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    /// The file is not UTF-8.
+    #[error("failed to read {file}: not valid UTF-8 (line {line})")]
+    NotUtf8 {
+        /// File name.
+        file: String,
+        /// Line of the first invalid byte.
+        line: usize,
+    },
+    /// The file is not a single well-formed YAML document.
+    #[error("failed to parse {file}: {source}")]
+    Parse {
+        /// File name.
+        file: String,
+        /// Parser error with line and column.
+        #[source]
+        source: YamlError,
+    },
+    /// An update's target is not in the file.
+    #[error("no target for image {image} in {file}: {detail}")]
+    NoTarget {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// What was looked for.
+        detail: String,
+    },
+    /// One field of one image is targeted more than once.
+    #[error(
+        "{file}: the {field} of image {image} is targeted more than once (lines {}); refusing to guess",
+        join(lines)
+    )]
+    DuplicateTarget {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// The doubly-targeted field.
+        field: Field,
+        /// Lines of every target.
+        lines: Vec<usize>,
+    },
+    /// One scalar is targeted by two different images or fields.
+    #[error("{file}:{line}: this scalar is targeted by both {first} and {second}")]
+    OverlappingTargets {
+        /// File name.
+        file: String,
+        /// Line of the scalar.
+        line: usize,
+        /// `image field` of one target.
+        first: String,
+        /// `image field` of the other.
+        second: String,
+    },
+    /// A value to write (or a setter/path in the update) is invalid.
+    #[error("invalid {what} {value:?} for image {image} (rewriting {file}): {reason}")]
+    InvalidValue {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// Which input.
+        what: ValueKind,
+        /// The offending value.
+        value: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// A digest target exists but the update has no digest.
+    #[error("{file}:{line}: image {image} has a digest target but no digest to write")]
+    MissingDigest {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// Line of the target.
+        line: usize,
+    },
+    /// The target scalar cannot be rewritten byte-exactly.
+    #[error("{file}:{line}: cannot rewrite this target: {reason}")]
+    UnsupportedScalar {
+        /// File name.
+        file: String,
+        /// Line of the target.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A marker for a requested policy is unusable.
+    #[error("{file}:{line}: bad image policy marker: {reason}")]
+    BadMarker {
+        /// File name.
+        file: String,
+        /// Line of the marker.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The output did not re-parse to the input with only the targets changed (a bug).
+    #[error("failed to verify the rewrite of {file}: {reason}")]
+    Verify {
+        /// File name.
+        file: String,
+        /// What differed.
+        reason: String,
+    },
+}
+
+impl RewriteError {
+    /// Always `false`: retrying the same bytes gives the same answer.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+fn join(lines: &[usize]) -> String {
+    lines
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One resolved target.
+struct Hit<'d> {
+    update: usize,
+    field: Field,
+    node: &'d Node,
+    /// Line reported for the target (the marker's line, or the node's).
+    line: usize,
+}
+
+/// Rewrites every target of every update in `input`; `file` is used in messages only.
+///
+/// # Errors
+/// See [`RewriteError`]; on any error nothing is rewritten.
+pub fn rewrite(
+    file: &str,
+    input: &[u8],
+    updates: &[ImageUpdate],
+) -> Result<Rewritten, RewriteError> {
+    let src = std::str::from_utf8(input).map_err(|e| RewriteError::NotUtf8 {
+        file: file.to_string(),
+        line: 1 + input[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count(),
+    })?;
+    for update in updates {
+        check_update(file, update)?;
+    }
+    let doc = yamlspan::parse(src).map_err(|source| RewriteError::Parse {
+        file: file.to_string(),
+        source,
+    })?;
+    let mut hits = marker_hits(file, src, &doc, updates)?;
+    hits.extend(path_hits(file, &doc, updates)?);
+    check_coverage(file, updates, &hits)?;
+
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    let mut changes = Vec::new();
+    hits.sort_by_key(|h| (h.node.span.start, h.update, h.field));
+    for hit in &hits {
+        let update = &updates[hit.update];
+        let unsupported = |reason: String| RewriteError::UnsupportedScalar {
+            file: file.to_string(),
+            line: hit.line,
+            reason,
+        };
+        let current = scalar::editable(src, hit.node).map_err(unsupported)?;
+        let new = match hit.field {
+            Field::Full => format!("{}:{}", update.repository, update.tag),
+            Field::Name => update.repository.clone(),
+            Field::Tag => update.tag.clone(),
+            Field::Digest => update
+                .digest
+                .clone()
+                .ok_or_else(|| RewriteError::MissingDigest {
+                    file: file.to_string(),
+                    image: update.image.clone(),
+                    line: hit.line,
+                })?,
+        };
+        if current.value == new {
+            continue;
+        }
+        let text = scalar::encode(&new, current.style).map_err(unsupported)?;
+        edits.push((hit.node.span.clone(), text));
+        changes.push(Change {
+            file: file.to_string(),
+            image: update.image.clone(),
+            field: hit.field,
+            line: hit.node.line,
+            old: current.value,
+            new,
+        });
+    }
+    if changes.is_empty() {
+        return Ok(Rewritten {
+            output: input.to_vec(),
+            changes,
+        });
+    }
+    let mut output = String::with_capacity(src.len() + 64);
+    let mut at = 0;
+    for (span, text) in &edits {
+        output.push_str(src.get(at..span.start).unwrap_or_default());
+        output.push_str(text);
+        at = span.end;
+    }
+    output.push_str(src.get(at..).unwrap_or_default());
+    verify(file, &doc, &output, &edits, &changes)?;
+    Ok(Rewritten {
+        output: output.into_bytes(),
+        changes,
+    })
+}
+
+/// Validates everything an update would write before the file is even parsed.
+fn check_update(file: &str, u: &ImageUpdate) -> Result<(), RewriteError> {
+    let invalid = |what: ValueKind, value: &str, reason: &str| RewriteError::InvalidValue {
+        file: file.to_string(),
+        image: u.image.clone(),
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    if !valid_repository(&u.repository) {
+        return Err(invalid(
+            ValueKind::Repository,
+            &u.repository,
+            "not an OCI repository name ([host[:port]/]lowercase/path)",
+        ));
+    }
+    if !valid_tag(&u.tag) {
+        return Err(invalid(
+            ValueKind::Tag,
+            &u.tag,
+            "a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+        ));
+    }
+    if let Some(digest) = u.digest.as_ref().filter(|d| !valid_digest(d)) {
+        return Err(invalid(
+            ValueKind::Digest,
+            digest,
+            "expected sha256:<64 hex> or sha512:<128 hex>",
+        ));
+    }
+    if let Some(setter) = &u.setter {
+        let parts: Vec<&str> = setter.split(':').collect();
+        let ok = parts.len() == 2
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+        if !ok {
+            return Err(invalid(
+                ValueKind::Setter,
+                setter,
+                "expected <namespace>:<name>",
+            ));
+        }
+    }
+    for path in path_list(&u.paths).into_iter().map(|(_, p)| p) {
+        if path.split('.').any(str::is_empty) {
+            return Err(invalid(
+                ValueKind::Path,
+                path,
+                "expected dot-separated keys such as image.tag",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn path_list(paths: &PathTargets) -> Vec<(Field, &str)> {
+    [
+        (Field::Full, &paths.full),
+        (Field::Name, &paths.name),
+        (Field::Tag, &paths.tag),
+        (Field::Digest, &paths.digest),
+    ]
+    .into_iter()
+    .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
+    .collect()
+}
+
+/// 1-based line of byte `offset`, counting CRLF, LF and lone CR as the parser does.
+fn line_at(src: &str, offset: usize) -> usize {
+    let before = src.as_bytes().get(..offset).unwrap_or(src.as_bytes());
+    let mut line = 1;
+    for (i, &b) in before.iter().enumerate() {
+        if b == b'\n' || (b == b'\r' && before.get(i + 1) != Some(&b'\n')) {
+            line += 1;
+        }
+    }
+    line
+}
+
+/// Targets found through `{"$imagepolicy": …}` markers of requested policies.
+fn marker_hits<'d>(
+    file: &str,
+    src: &str,
+    doc: &'d Document,
+    updates: &[ImageUpdate],
+) -> Result<Vec<Hit<'d>>, RewriteError> {
+    let mut hits = Vec::new();
+    let Some(root) = &doc.root else {
+        return Ok(hits);
+    };
+    if !updates.iter().any(|u| u.setter.is_some()) {
+        return Ok(hits);
+    }
+    // Value scalars and aliases by where their text ends, so a comment finds the value before it.
+    let mut spans = Vec::new();
+    let mut by_end: BTreeMap<usize, &'d Node> = BTreeMap::new();
+    root.walk(&mut |node, is_key| {
+        if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
+            spans.push(node.span.clone());
+            if !is_key && !node.span.is_empty() {
+                by_end.insert(node.span.end, node);
+            }
+        }
+    });
+    for comment in marker::comments(src, &spans) {
+        let text = src
+            .get(comment.span.start + 1..comment.span.end)
+            .unwrap_or_default();
+        let line = line_at(src, comment.span.start);
+        let bad = |reason: String| RewriteError::BadMarker {
+            file: file.to_string(),
+            line,
+            reason,
+        };
+        let requested = |policy: &str| {
+            updates
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.setter.as_deref() == Some(policy))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        let (policy, suffix) = match marker::parse(text) {
+            None => continue,
+            Some(marker::Marker::Malformed(reason)) => {
+                let named = updates
+                    .iter()
+                    .filter_map(|u| u.setter.as_deref())
+                    .find(|p| marker::mentions(text, p));
+                match named {
+                    Some(p) => return Err(bad(format!("{reason} (marker for {p})"))),
+                    None => continue,
+                }
+            }
+            Some(marker::Marker::Policy { policy, suffix }) => (policy, suffix),
+        };
+        let indices = requested(&policy);
+        if indices.is_empty() {
+            continue;
+        }
+        let field = marker::field(suffix.as_deref()).ok_or_else(|| {
+            bad(format!(
+                "unknown suffix {:?} (expected none, :tag, :name or :digest)",
+                suffix.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let before = src.get(..comment.span.start).unwrap_or_default();
+        let value_end = before.trim_end_matches([' ', '\t']).len();
+        let node = by_end
+            .get(&value_end)
+            .copied()
+            .filter(|_| value_end < comment.span.start)
+            .ok_or_else(|| bad("no scalar value before the marker on this line".to_string()))?;
+        for update in indices {
+            hits.push(Hit {
+                update,
+                field,
+                node,
+                line,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// Targets found through dotted YAML paths.
+fn path_hits<'d>(
+    file: &str,
+    doc: &'d Document,
+    updates: &[ImageUpdate],
+) -> Result<Vec<Hit<'d>>, RewriteError> {
+    let mut hits = Vec::new();
+    for (i, update) in updates.iter().enumerate() {
+        for (field, path) in path_list(&update.paths) {
+            let steps: Vec<&str> = path.split('.').collect();
+            let node = doc.get(&steps).ok_or_else(|| RewriteError::NoTarget {
+                file: file.to_string(),
+                image: update.image.clone(),
+                detail: format!("path {path} ({field}) does not exist"),
+            })?;
+            hits.push(Hit {
+                update: i,
+                field,
+                node,
+                line: node.line,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// Every update has a target; no field is hit twice; no scalar is hit by two fields.
+fn check_coverage(
+    file: &str,
+    updates: &[ImageUpdate],
+    hits: &[Hit<'_>],
+) -> Result<(), RewriteError> {
+    for (i, update) in updates.iter().enumerate() {
+        if !hits.iter().any(|h| h.update == i) {
+            // Paths that do not resolve already failed in path_hits.
+            let detail = match &update.setter {
+                Some(s) => format!("no {{\"$imagepolicy\": \"{s}[:tag|:name|:digest]\"}} marker"),
+                None => "no setter and no paths given".to_string(),
+            };
+            return Err(RewriteError::NoTarget {
+                file: file.to_string(),
+                image: update.image.clone(),
+                detail,
+            });
+        }
+    }
+    let mut by_field: BTreeMap<(usize, Field), Vec<usize>> = BTreeMap::new();
+    let mut by_node: BTreeMap<usize, (usize, Field)> = BTreeMap::new();
+    for hit in hits {
+        by_field
+            .entry((hit.update, hit.field))
+            .or_default()
+            .push(hit.line);
+    }
+    for ((update, field), mut lines) in by_field {
+        if lines.len() > 1 {
+            lines.sort_unstable();
+            return Err(RewriteError::DuplicateTarget {
+                file: file.to_string(),
+                image: updates[update].image.clone(),
+                field,
+                lines,
+            });
+        }
+    }
+    for hit in hits {
+        if let Some(&(update, field)) = by_node.get(&hit.node.span.start) {
+            return Err(RewriteError::OverlappingTargets {
+                file: file.to_string(),
+                line: hit.node.line,
+                first: format!("image {} {field}", updates[update].image),
+                second: format!("image {} {}", updates[hit.update].image, hit.field),
+            });
+        }
+        by_node.insert(hit.node.span.start, (hit.update, hit.field));
+    }
+    Ok(())
+}
+
+/// Re-parses `output` and checks it has the input's exact structure and values except the
+/// changed scalars, which must now hold their new values.
+fn verify(
+    file: &str,
+    before: &Document,
+    output: &str,
+    edits: &[(std::ops::Range<usize>, String)],
+    changes: &[Change],
+) -> Result<(), RewriteError> {
+    let fail = |reason: String| RewriteError::Verify {
+        file: file.to_string(),
+        reason,
+    };
+    let after = yamlspan::parse(output).map_err(|e| fail(format!("output does not parse: {e}")))?;
+    let expected_at: BTreeMap<usize, &str> = edits
+        .iter()
+        .zip(changes)
+        .map(|((span, _), change)| (span.start, change.new.as_str()))
+        .collect();
+    let old = flatten(before);
+    let new = flatten(&after);
+    if old.len() != new.len() {
+        return Err(fail("the document's structure changed".to_string()));
+    }
+    for ((start, old_item), (_, new_item)) in old.iter().zip(&new) {
+        let want = match (expected_at.get(start), old_item) {
+            (Some(value), Item::Scalar(_)) => Item::Scalar((*value).to_string()),
+            _ => old_item.clone(),
+        };
+        if *new_item != want {
+            return Err(fail(format!("expected {want:?}, found {new_item:?}")));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Scalar(String),
+    Mapping(usize),
+    Sequence(usize),
+    Alias,
+}
+
+fn flatten(doc: &Document) -> Vec<(usize, Item)> {
+    let mut items = Vec::new();
+    if let Some(root) = &doc.root {
+        root.walk(&mut |node, _| {
+            let item = match &node.kind {
+                NodeKind::Scalar { value, .. } => Item::Scalar(value.clone()),
+                NodeKind::Mapping(pairs) => Item::Mapping(pairs.len()),
+                NodeKind::Sequence(list) => Item::Sequence(list.len()),
+                NodeKind::Alias => Item::Alias,
+            };
+            items.push((node.span.start, item));
+        });
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests;
