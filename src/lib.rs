@@ -5,3 +5,4 @@
 //! health, metrics and registry webhooks.
 
 pub mod yamlspan;
+pub mod rewrite;
