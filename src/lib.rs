@@ -4,5 +4,16 @@
 //! [`rewrite`], [`gitops`], [`notify`]; [`cycle`] runs them in order and [`server`] serves
 //! health, metrics and registry webhooks.
 
-pub mod yamlspan;
+pub mod config;
+pub mod cycle;
+pub mod gitops;
+pub mod metrics;
+pub mod notify;
+pub mod plan;
+pub mod policy;
+pub mod registry;
 pub mod rewrite;
+pub mod runner;
+pub mod secret;
+pub mod server;
+pub mod yamlspan;

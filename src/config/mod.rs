@@ -1,0 +1,308 @@
+//! Config stage: parse and validate `config/tagflow.yaml`, reporting every problem with file:line.
+//!
+//! Pure: text in, [`Config`] or a list of [`Problem`]s out. Each top-level entry is deserialized
+//! on its own so one broken image does not hide a broken environment.
+
+mod schema;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+pub use schema::*;
+
+use crate::yamlspan;
+
+/// One thing wrong with the config, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File the problem is in (as given to [`parse`]).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid config ({} problem{})",
+            self.problems.len(),
+            plural(self.problems.len())
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+const TOP_LEVEL: &[&str] = &[
+    "interval",
+    "git",
+    "registries",
+    "images",
+    "environments",
+    "notify",
+    "webhook",
+];
+
+/// Collects problems with lines looked up in the span tree.
+pub(crate) struct Report<'a> {
+    file: &'a str,
+    doc: &'a yamlspan::Document,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Report<'a> {
+    /// Record a problem at the node found at `path` (or its nearest existing ancestor).
+    pub(crate) fn at(&mut self, path: &[&str], message: impl Into<String>) {
+        let mut p = path;
+        let line = loop {
+            if let Some(l) = self.doc.line_of(p) {
+                break Some(l);
+            }
+            if p.is_empty() {
+                break None;
+            }
+            p = &p[..p.len() - 1];
+        };
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one entry, recording a located problem on failure.
+    fn entry<T: DeserializeOwned>(&mut self, path: &[&str], value: &Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .filter(|s| s != "?")
+                    .collect();
+                let mut full: Vec<&str> = path.to_vec();
+                full.extend(inner.iter().map(String::as_str));
+                let msg = e.inner().to_string();
+                // "unknown field `x`" is best reported on the offending key's own line.
+                if let Some(field) = msg
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                {
+                    if full.last() != Some(&field) {
+                        full.push(field);
+                    }
+                }
+                let shown = full.join(".");
+                self.at(&full, format!("{shown}: {msg}"));
+                None
+            }
+        }
+    }
+}
+
+/// Parse and validate a config file's text. `file` names it in problems.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let one = |line: Option<usize>, message: String| ConfigError {
+        problems: vec![Problem {
+            file: file.to_owned(),
+            line,
+            message,
+        }],
+    };
+    let doc = yamlspan::parse(text).map_err(|e| one(Some(e.line), e.message.clone()))?;
+    let root: Value = serde_yaml::from_str(text).map_err(|e| {
+        one(
+            e.location().map(|l| l.line()),
+            format!("not valid YAML: {e}"),
+        )
+    })?;
+    let Value::Mapping(top) = root else {
+        return Err(one(
+            Some(1),
+            "the config must be a mapping with `images` and `environments`".into(),
+        ));
+    };
+    let mut r = Report {
+        file,
+        doc: &doc,
+        problems: Vec::new(),
+    };
+
+    for key in top.keys() {
+        match key.as_str() {
+            Some(k) if TOP_LEVEL.contains(&k) => {}
+            Some(k) => r.at(
+                &[k],
+                format!(
+                    "unknown top-level key `{k}`, expected one of {}",
+                    TOP_LEVEL.join(", ")
+                ),
+            ),
+            None => r.at(&[], "top-level keys must be strings"),
+        }
+    }
+    let get = |k: &str| top.get(k).filter(|v| !v.is_null());
+
+    let interval = match get("interval") {
+        None => Duration::from_secs(60),
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                r.at(&["interval"], "interval: must be at least 1s");
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                r.at(&["interval"], format!("interval: bad duration {s:?}: {e}"));
+                Duration::from_secs(60)
+            }
+        },
+        Some(_) => {
+            r.at(&["interval"], "interval: must be a duration like 1m or 30s");
+            Duration::from_secs(60)
+        }
+    };
+    let git = get("git")
+        .and_then(|v| r.entry(&["git"], v))
+        .unwrap_or_default();
+    let notify = get("notify")
+        .and_then(|v| r.entry(&["notify"], v))
+        .unwrap_or_default();
+    let webhook = get("webhook")
+        .and_then(|v| r.entry(&["webhook"], v))
+        .unwrap_or_default();
+
+    let mut registries = Vec::new();
+    match get("registries") {
+        None => {}
+        Some(Value::Sequence(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let idx = i.to_string();
+                if let Some(reg) = r.entry::<RegistryConfig>(&["registries", &idx], item) {
+                    registries.push(reg);
+                }
+            }
+        }
+        Some(_) => r.at(&["registries"], "registries: must be a list"),
+    }
+    let images: BTreeMap<String, ImageConfig> = named_entries(&mut r, get("images"), "images");
+    let environments: BTreeMap<String, EnvironmentConfig> =
+        named_entries(&mut r, get("environments"), "environments");
+
+    let config = Config {
+        interval,
+        git,
+        registries,
+        images,
+        environments,
+        notify,
+        webhook,
+    };
+    validate::validate(&config, &mut r);
+    if r.problems.is_empty() {
+        Ok(config)
+    } else {
+        r.problems.sort_by_key(|p| p.line.unwrap_or(0));
+        Err(ConfigError {
+            problems: r.problems,
+        })
+    }
+}
+
+fn named_entries<T: DeserializeOwned>(
+    r: &mut Report<'_>,
+    v: Option<&Value>,
+    section: &str,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    match v {
+        None => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let Some(name) = k.as_str() else {
+                    r.at(&[section], format!("{section}: names must be strings"));
+                    continue;
+                };
+                if let Some(entry) = r.entry::<T>(&[section, name], v) {
+                    out.insert(name.to_owned(), entry);
+                }
+            }
+        }
+        Some(_) => r.at(
+            &[section],
+            format!("{section}: must be a mapping of name to settings"),
+        ),
+    }
+    out
+}
+
+impl Config {
+    /// The setter policy name markers use for `image` in `env` (None when only paths are used).
+    pub fn setter_for(&self, env: &EnvironmentConfig, image: &str) -> Option<String> {
+        let target = env.images.as_ref().and_then(|m| m.get(image));
+        let explicit = target.and_then(|t| t.setter.clone());
+        if explicit.is_some() {
+            return explicit;
+        }
+        if target.is_some_and(|t| t.paths.any()) {
+            return None;
+        }
+        Some(
+            self.images
+                .get(image)
+                .and_then(|i| i.setter.clone())
+                .unwrap_or_else(|| format!("flux-system:{image}")),
+        )
+    }
+
+    /// The images an environment carries, with their targets.
+    pub fn targets<'a>(&'a self, env: &'a EnvironmentConfig) -> Vec<(&'a str, TargetConfig)> {
+        match &env.images {
+            Some(m) => m.iter().map(|(k, t)| (k.as_str(), t.clone())).collect(),
+            None => self
+                .images
+                .keys()
+                .map(|k| (k.as_str(), TargetConfig::default()))
+                .collect(),
+        }
+    }
+
+    /// The registry settings for a repository (matched on its first path component).
+    pub fn registry_for(&self, repository: &str) -> Option<&RegistryConfig> {
+        let host = repository.split('/').next().unwrap_or_default();
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+#[cfg(test)]
+mod tests;

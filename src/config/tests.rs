@@ -1,0 +1,156 @@
+use super::*;
+
+const GOOD: &str = r#"# example
+interval: 30s
+git:
+  author: {name: bot, email: bot@example.com}
+registries:
+  - host: registry.example.com
+    credentials:
+      dockerConfigFile: /etc/tagflow/registry/config.json
+images:
+  app:
+    repository: registry.example.com/team/app
+    policy:
+      tags: '^[0-9a-f]{7}$'
+      order: built
+environments:
+  dev:
+    file: envs/dev/patch.yaml
+  prod:
+    file: envs/prod/patch.yaml
+    images:
+      app: {paths: {tag: image.tag}}
+notify:
+  slack:
+    webhookUrl: {file: /etc/tagflow/slack/webhook-url}
+"#;
+
+#[test]
+fn parses_the_example() {
+    let c = parse("config/tagflow.yaml", GOOD).expect("valid");
+    assert_eq!(c.interval, Duration::from_secs(30));
+    assert_eq!(c.images["app"].policy.order, Order::Built);
+    assert_eq!(c.images["app"].platform, "linux/amd64");
+    let dev = &c.environments["dev"];
+    assert_eq!(c.setter_for(dev, "app").as_deref(), Some("flux-system:app"));
+    let prod = &c.environments["prod"];
+    assert_eq!(c.setter_for(prod, "app"), None);
+    assert!(c.registry_for("registry.example.com/team/app").is_some());
+    assert!(c.registry_for("other.example.com/team/app").is_none());
+}
+
+#[test]
+fn the_committed_example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tagflow.yaml"))
+        .expect("config/tagflow.yaml exists");
+    if let Err(e) = parse("config/tagflow.yaml", &text) {
+        panic!("{e}");
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse("c.yaml", text)
+        .expect_err("invalid")
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn reports_every_problem_with_its_line() {
+    let text = "images:\n  app:\n    repository: Bad Repo\n    policy:\n      tags: '(['\n      order: built\n  web:\n    repository: r.example.com/web\n    polcy: {}\nenvironments:\n  dev:\n    file: ../../etc/passwd\n";
+    let p = problems(text);
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("c.yaml:3: images.app.repository")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("c.yaml:5: images.app.policy.tags: bad regex")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("c.yaml:9: images.web.polcy: unknown field `polcy`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|s| s.starts_with("c.yaml:12: environments.dev.file")),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 4, "{p:?}");
+}
+
+#[test]
+fn table_of_single_problems() {
+    let base_env = "environments:\n  dev:\n    file: envs/dev/patch.yaml\n";
+    let img = |policy: &str| {
+        format!(
+            "images:\n  app:\n    repository: r.example.com/app\n    policy: {policy}\n{base_env}"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            img("{tags: '.*', order: newest}"),
+            "c.yaml:4: images.app.policy.order: unknown variant `newest`",
+        ),
+        (
+            img("{tags: '.*', order: git}"),
+            "c.yaml:4: images.app.policy.order: git needs",
+        ),
+        (
+            img("{tags: '^(?P<v>.*)$', extract: '$w', order: alphabetical}"),
+            "images.app.policy.extract: group $w",
+        ),
+        (
+            img("{tags: '.*', order: semver, range: '>>1'}"),
+            "bad semver range",
+        ),
+        (
+            img("{tags: '.*', order: built, range: '>1'}"),
+            "only used with order: semver",
+        ),
+        (
+            format!("{}\nbogus: 1\n", img("{tags: '.*', order: built}")),
+            "c.yaml:9: unknown top-level key `bogus`",
+        ),
+        (
+            format!("{}interval: 0s\n", img("{tags: '.*', order: built}")),
+            "interval: must be at least 1s",
+        ),
+        (
+            format!(
+                "{}notify: {{slack: {{webhookUrl: {{file: a, env: B}}}}}}\n",
+                img("{tags: '.*', order: built}")
+            ),
+            "exactly one of `file` or `env`",
+        ),
+        (
+            format!(
+                "{}notify: {{slack: {{webhookUrl: https://hooks.example/x}}}}\n",
+                img("{tags: '.*', order: built}")
+            ),
+            "notify.slack.webhookUrl",
+        ),
+        ("images: {}\n".to_owned(), "at least one image"),
+        ("a: [\n".to_owned(), "c.yaml:"),
+        ("- 1\n".to_owned(), "must be a mapping"),
+    ];
+    for (text, want) in cases {
+        let p = problems(&text).join("\n");
+        assert!(p.contains(want), "want {want:?} in:\n{p}\n--- for:\n{text}");
+    }
+}
+
+#[test]
+fn repo_paths_stay_inside_the_checkout() {
+    use super::validate::check_repo_path;
+    for bad in ["", "/etc/passwd", "a/../../b", "a//b", "..", "a\\b"] {
+        assert!(check_repo_path(bad).is_err(), "{bad}");
+    }
+    assert!(check_repo_path("envs/dev/patch.yaml").is_ok());
+}

@@ -1,0 +1,553 @@
+//! One cycle, run in order: fetch → config → registry → policy → plan → commit → notify.
+//!
+//! The [`Agent`] holds what outlives a cycle (the bare clone, registry caches, the last good
+//! config); [`Agent::cycle`] returns a [`Report`] and never sleeps — the loop decides when to run
+//! again from [`error_policy`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use git2::Oid;
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Config, ConfigError, Order};
+use crate::gitops::{self, Checkout, CommitError, GitAuth, GitError, Pushed};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::plan::{self, Desired, EnvChange, PlanError};
+use crate::policy::{Facts, Policy};
+use crate::registry::{Registries, RegistryError};
+
+/// Where the config repo is and how to reach it (the bootstrap flags).
+#[derive(Debug, Clone)]
+pub struct RepoOptions {
+    /// Clone URL.
+    pub url: String,
+    /// Branch tagflow reads and writes.
+    pub branch: String,
+    /// Path of the config file inside the repo.
+    pub config_path: String,
+    /// Directory for tagflow's bare clones.
+    pub workdir: PathBuf,
+    /// Git credentials.
+    pub auth: GitAuth,
+}
+
+/// Which images a cycle scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every configured image.
+    All,
+    /// Only these (a webhook named their repositories).
+    Images(BTreeSet<String>),
+}
+
+/// What a cycle did.
+#[derive(Debug)]
+pub struct Report {
+    /// The config repo head the cycle looked at.
+    pub head: Oid,
+    /// The pushed commit, if any.
+    pub commit: Option<Oid>,
+    /// What changed.
+    pub changes: Vec<EnvChange>,
+    /// Desired image per name.
+    pub desired: BTreeMap<String, Desired>,
+    /// Images that could not be scanned, with why.
+    pub image_errors: Vec<(String, String)>,
+}
+
+/// A cycle that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    /// No good config has ever been loaded.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The config file is missing at the head.
+    #[error("config file {0} does not exist at the repo head")]
+    NoConfig(String),
+    /// Git.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// Planning refused the values files.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Some images could not be scanned (the others were handled).
+    #[error("{} image(s) could not be scanned: {}", .0.len(), .0.iter().map(|(i, e)| format!("{i}: {e}")).collect::<Vec<_>>().join("; "))]
+    Images(Vec<(String, String)>),
+    /// A background task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CycleError {
+    /// Worth retrying soon (network, races) rather than at the next interval.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Git(e) => e.is_transient(),
+            Self::Plan(PlanError::Git(e)) => e.is_transient(),
+            Self::Images(_) | Self::Internal(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How long to wait after a cycle (kube-runtime's error_policy).
+pub fn error_policy(
+    result: &Result<Report, CycleError>,
+    interval: Duration,
+    failures: u32,
+) -> Duration {
+    match result {
+        Ok(_) => interval,
+        Err(e) if e.is_transient() => {
+            let backoff =
+                Duration::from_secs(5).saturating_mul(2u32.saturating_pow(failures.min(6)));
+            backoff.min(interval)
+        }
+        // Bad config or values: nothing changes until the next commit, which the next tick reads.
+        Err(_) => interval,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    good: Option<(Arc<Config>, Oid)>,
+    /// Hash of the config text we last alerted about, so a broken config is reported once.
+    bad_alerted: Option<String>,
+    /// The last cycle error reported to Slack, so a persisting failure is reported once.
+    error_alerted: Option<String>,
+}
+
+/// Everything that outlives a cycle.
+#[derive(Debug)]
+pub struct Agent {
+    /// Bootstrap options.
+    pub opts: RepoOptions,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Registry clients and caches.
+    pub registries: Arc<Registries>,
+    /// Slack; `None` in `plan` (which must not post).
+    pub notifier: Option<Notifier>,
+    checkout: Arc<Mutex<Option<Checkout>>>,
+    memory: Mutex<Memory>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Agent {
+    /// A new agent; nothing is fetched until the first cycle.
+    pub fn new(opts: RepoOptions, metrics: Arc<Metrics>, notifier: Option<Notifier>) -> Arc<Self> {
+        Arc::new(Self {
+            registries: Arc::new(Registries::new(metrics.clone())),
+            opts,
+            metrics,
+            notifier,
+            checkout: Arc::new(Mutex::new(None)),
+            memory: Mutex::new(Memory::default()),
+        })
+    }
+
+    /// The config in force (last good), if any.
+    pub fn config(&self) -> Option<Arc<Config>> {
+        lock(&self.memory).good.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Run `f` on the bare clone in a blocking thread (libgit2 is synchronous).
+    async fn with_git<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Checkout) -> T + Send + 'static,
+    ) -> Result<T, CycleError> {
+        let slot = self.checkout.clone();
+        let opts = self.opts.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&slot);
+            if guard.is_none() {
+                let dir = opts.workdir.join("config.git");
+                *guard = Some(Checkout::open(
+                    &opts.url,
+                    &opts.branch,
+                    &dir,
+                    opts.auth.clone(),
+                )?);
+            }
+            let checkout = guard
+                .as_ref()
+                .ok_or_else(|| CycleError::Internal("no checkout".into()))?;
+            Ok(f(checkout))
+        })
+        .await
+        .map_err(|e| CycleError::Internal(format!("git task failed: {e}")))?
+    }
+
+    /// Fetch and load the config at the new head, keeping the last good one if it is broken.
+    pub async fn refresh(&self) -> Result<(Oid, Arc<Config>), CycleError> {
+        let path = self.opts.config_path.clone();
+        let (head, text) = self
+            .with_git(move |c| -> Result<(Oid, Option<Vec<u8>>), GitError> {
+                let head = c.fetch()?;
+                let text = c.snapshot(head)?.read(&path)?;
+                Ok((head, text))
+            })
+            .await??;
+        let text = text.ok_or_else(|| CycleError::NoConfig(self.opts.config_path.clone()))?;
+        let parsed = std::str::from_utf8(&text)
+            .map_err(|_| ConfigError {
+                problems: vec![config::Problem {
+                    file: self.opts.config_path.clone(),
+                    line: None,
+                    message: "not UTF-8".into(),
+                }],
+            })
+            .and_then(|t| config::parse(&self.opts.config_path, t));
+        let hash = hex::encode(Sha256::digest(&text));
+        match parsed {
+            Ok(cfg) => {
+                let mut mem = lock(&self.memory);
+                let changed = mem.good.as_ref().is_none_or(|(old, _)| **old != cfg);
+                if changed {
+                    if mem.good.is_some() {
+                        tracing::info!(commit = %gitops::short(head), "config changed; using it from this cycle on");
+                    }
+                    self.registries.reset_clients();
+                    mem.good = Some((Arc::new(cfg), head));
+                }
+                if mem.bad_alerted.take().is_some() {
+                    tracing::info!(commit = %gitops::short(head), "config is valid again");
+                    drop(mem);
+                    self.post(&format!(
+                        "tagflow: the config at {} is valid again; using it.",
+                        gitops::short(head)
+                    ));
+                }
+                let cfg = self
+                    .config()
+                    .ok_or_else(|| CycleError::Internal("config vanished".into()))?;
+                Ok((head, cfg))
+            }
+            Err(err) => {
+                let mut mem = lock(&self.memory);
+                let running = mem.good.as_ref().map(|(_, at)| gitops::short(*at));
+                let first_time = mem.bad_alerted.as_deref() != Some(hash.as_str());
+                mem.bad_alerted = Some(hash);
+                let good = mem.good.as_ref().map(|(c, _)| c.clone());
+                drop(mem);
+                if first_time {
+                    tracing::error!(commit = %gitops::short(head), "{err}");
+                    let problems = err
+                        .problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    self.post(&crate::notify::bad_config_text(
+                        &gitops::short(head),
+                        &problems,
+                        running.as_deref(),
+                    ));
+                } else {
+                    tracing::warn!(commit = %gitops::short(head), "config still invalid; keeping the last good one");
+                }
+                self.metrics.error("config");
+                match good {
+                    Some(cfg) => Ok((head, cfg)),
+                    None => Err(err.into()),
+                }
+            }
+        }
+    }
+
+    /// Post to Slack with the config in force, if Slack is configured.
+    fn post(&self, text: &str) {
+        let (Some(n), Some(cfg)) = (&self.notifier, self.config()) else {
+            return;
+        };
+        let Some(slack) = &cfg.notify.slack else {
+            return;
+        };
+        match slack.webhook_url.read() {
+            Ok(url) => n.send(&url, text.to_owned()),
+            Err(e) => tracing::warn!(error = %e, "cannot post to Slack"),
+        }
+    }
+
+    /// Scan the registry and pick the desired image for each image in scope.
+    pub async fn select(
+        &self,
+        cfg: &Config,
+        scope: &Scope,
+    ) -> (BTreeMap<String, Desired>, Vec<(String, String)>) {
+        let mut desired = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, img) in &cfg.images {
+            if let Scope::Images(set) = scope {
+                if !set.contains(name) {
+                    continue;
+                }
+            }
+            match self.select_one(cfg, name).await {
+                Ok(d) => {
+                    tracing::info!(image = %name, tag = %d.tag, reason = %d.reason, "selected");
+                    desired.insert(name.clone(), d);
+                }
+                Err(e) => {
+                    tracing::warn!(image = %name, repository = %img.repository, error = %e, "could not select a tag");
+                    self.metrics.error("registry");
+                    errors.push((name.clone(), e));
+                }
+            }
+        }
+        (desired, errors)
+    }
+
+    async fn select_one(&self, cfg: &Config, name: &str) -> Result<Desired, String> {
+        let img = &cfg.images[name];
+        let policy = Policy::compile(&img.policy).map_err(|e| e.to_string())?;
+        let tags = self
+            .registries
+            .list_tags(cfg, &img.repository)
+            .await
+            .map_err(|e| e.to_string())?;
+        let qualified = policy.filter(tags.iter().map(String::as_str));
+        let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
+        match policy.order {
+            Order::Built => {
+                let metas = futures::future::join_all(qualified.iter().map(|q| {
+                    self.registries
+                        .resolve(cfg, &img.repository, &q.tag, &img.platform)
+                }))
+                .await;
+                for (q, meta) in qualified.iter().zip(metas) {
+                    match meta {
+                        Ok(m) => {
+                            facts.insert(
+                                q.tag.clone(),
+                                Facts {
+                                    created: m.created,
+                                    commit_rank: None,
+                                },
+                            );
+                        }
+                        // A tag deleted between listing and reading is simply not a candidate.
+                        Err(RegistryError::NotFound(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+            Order::Git => {
+                let source = img.source.clone().ok_or("order: git needs a source")?;
+                let keys: Vec<String> = qualified.iter().map(|q| q.key.clone()).collect();
+                let dir = self
+                    .opts
+                    .workdir
+                    .join("sources")
+                    .join(&hex::encode(Sha256::digest(source.url.as_bytes()))[..16]);
+                let auth = self.opts.auth.clone();
+                let ranks = tokio::task::spawn_blocking(move || {
+                    gitops::source::commit_ranks(&source.url, &source.branch, &dir, auth, &keys)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("source repo: {e}"))?;
+                for q in &qualified {
+                    facts.insert(
+                        q.tag.clone(),
+                        Facts {
+                            created: None,
+                            commit_rank: ranks.get(&q.key).cloned(),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        let decision = policy
+            .select(&qualified, &facts)
+            .map_err(|e| e.to_string())?;
+        let meta = self
+            .registries
+            .resolve(cfg, &img.repository, &decision.tag, &img.platform)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (tag, why) in &decision.skipped {
+            tracing::debug!(image = %name, tag = %tag, reason = %why, "tag skipped");
+        }
+        Ok(Desired {
+            image: name.to_owned(),
+            repository: img.repository.clone(),
+            tag: decision.tag.clone(),
+            digest: meta.digest,
+            reason: decision.reason.to_string(),
+        })
+    }
+
+    /// One full cycle: fetch, select, commit and push, notify.
+    pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let result = self.cycle_inner(scope).await;
+        match &result {
+            Ok(r) if r.commit.is_some() => self.metrics.cycle("committed"),
+            Ok(_) => self.metrics.cycle("unchanged"),
+            Err(_) => self.metrics.cycle("failed"),
+        }
+        match &result {
+            Ok(r) if r.image_errors.is_empty() => {
+                self.metrics
+                    .success_at(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                if lock(&self.memory).error_alerted.take().is_some() {
+                    self.post("tagflow: cycles succeed again.");
+                }
+            }
+            Ok(r) => self.alert_once(&CycleError::Images(r.image_errors.clone()).to_string()),
+            Err(e) => self.alert_once(&e.to_string()),
+        }
+        result
+    }
+
+    fn alert_once(&self, text: &str) {
+        let mut mem = lock(&self.memory);
+        if mem.error_alerted.as_deref() == Some(text) {
+            return;
+        }
+        mem.error_alerted = Some(text.to_owned());
+        drop(mem);
+        self.post(&format!(
+            "tagflow: a cycle failed (reported once until it changes):\n```\n{text}\n```"
+        ));
+    }
+
+    async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let (head, cfg) = self.refresh().await?;
+        let (desired, image_errors) = self.select(&cfg, scope).await;
+        if desired.is_empty() {
+            return Ok(Report {
+                head,
+                commit: None,
+                changes: Vec::new(),
+                desired,
+                image_errors,
+            });
+        }
+        let author = cfg.git.author.clone();
+        let plan_cfg = cfg.clone();
+        let plan_desired = desired.clone();
+        let pushed = self
+            .with_git(move |c| {
+                c.commit_and_push(&author, |snap| {
+                    plan::plan_edits(&plan_cfg, &plan_desired, |p| snap.read(p))
+                })
+            })
+            .await?;
+        let (commit, changes) = match pushed {
+            Ok(Pushed::Unchanged { .. }) => (None, Vec::new()),
+            Ok(Pushed::Committed {
+                commit,
+                attempts,
+                detail,
+            }) => {
+                self.metrics.commit();
+                tracing::info!(commit = %gitops::short(commit), attempts, changes = detail.len(), "pushed");
+                for c in &detail {
+                    tracing::info!(commit = %gitops::short(commit), "{}", plan::describe(c));
+                }
+                (Some(commit), detail)
+            }
+            Err(CommitError::Git(e)) => return Err(e.into()),
+            Err(CommitError::Plan(e)) => {
+                self.metrics.error("plan");
+                return Err(e.into());
+            }
+        };
+        if let Some(c) = commit {
+            let link = commit_link(&self.opts.url, &c.to_string());
+            self.post(&crate::notify::commit_text(
+                &gitops::short(c),
+                &self.opts.branch,
+                &changes,
+                link.as_deref(),
+            ));
+        }
+        Ok(Report {
+            head,
+            commit,
+            changes,
+            desired,
+            image_errors,
+        })
+    }
+
+    /// Dry run: what the next cycle would commit, as (unified diff, commit message). No push,
+    /// no Slack. Uses whatever work dir the agent was given (`plan` gives it a throwaway one).
+    pub async fn plan(&self) -> Result<Option<(String, String)>, CycleError> {
+        let (head, cfg) = self.refresh().await?;
+        let (desired, errors) = self.select(&cfg, &Scope::All).await;
+        if !errors.is_empty() {
+            return Err(CycleError::Images(errors));
+        }
+        let out = self
+            .with_git(move |c| -> Result<Option<(String, String)>, CycleError> {
+                let snap = c.snapshot(head)?;
+                let Some(p) = plan::plan_edits(&cfg, &desired, |path| snap.read(path))? else {
+                    return Ok(None);
+                };
+                let d = plan::diff(&p.edits, |path| snap.read(path).ok().flatten());
+                Ok(Some((d, p.message)))
+            })
+            .await??;
+        Ok(out)
+    }
+}
+
+/// A browser link to a commit on well-known forges (GitHub, GitLab, Bitbucket, Gitea-style).
+pub fn commit_link(repo_url: &str, commit: &str) -> Option<String> {
+    let u = url::Url::parse(repo_url).ok()?;
+    let host = u.host_str()?;
+    let path = u
+        .path()
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .trim_end_matches(".git");
+    match host {
+        "github.com" | "gitlab.com" => Some(format!("https://{host}/{path}/commit/{commit}")),
+        "bitbucket.org" => Some(format!("https://{host}/{path}/commits/{commit}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_only_for_known_forges() {
+        assert_eq!(
+            commit_link("ssh://git@github.com/org/config.git", "abc").as_deref(),
+            Some("https://github.com/org/config/commit/abc")
+        );
+        assert_eq!(
+            commit_link("http://127.0.0.1:8080/git/config.git", "abc"),
+            None
+        );
+    }
+
+    #[test]
+    fn transient_errors_back_off_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let transient: Result<Report, CycleError> = Err(CycleError::Images(vec![]));
+        assert_eq!(
+            error_policy(&transient, interval, 0),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            error_policy(&transient, interval, 2),
+            Duration::from_secs(20)
+        );
+        assert_eq!(error_policy(&transient, interval, 9), interval);
+        let terminal: Result<Report, CycleError> = Err(CycleError::NoConfig("c".into()));
+        assert_eq!(error_policy(&terminal, interval, 3), interval);
+    }
+}

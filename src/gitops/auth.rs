@@ -1,0 +1,201 @@
+//! Git credentials and SSH host-key checking for libgit2 callbacks.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use base64::Engine;
+use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+
+/// How tagflow authenticates to git remotes. Secrets come from files or env, never the URL.
+#[derive(Debug, Clone, Default)]
+pub struct GitAuth {
+    /// Private key for ssh:// remotes (a deploy key).
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts for ssh:// remotes; an unknown host key is refused.
+    pub known_hosts_file: Option<PathBuf>,
+    /// Username for https:// remotes (default `git`).
+    pub username: Option<String>,
+    /// Password or token for https:// remotes.
+    pub password: Option<String>,
+}
+
+/// A remote URL split into what the callbacks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// `ssh`, `https`, `http` or `file`.
+    pub scheme: String,
+    /// Host name.
+    pub host: String,
+    /// Port, if not the scheme's default.
+    pub port: Option<u16>,
+    /// Username in the URL, if any.
+    pub user: Option<String>,
+}
+
+/// Parse a remote URL and refuse one that embeds a password.
+pub fn remote_info(raw: &str) -> Result<RemoteInfo, String> {
+    if !raw.contains("://") {
+        return Err(format!(
+            "{raw:?}: use a URL with a scheme (ssh://, https://, http:// or file://)"
+        ));
+    }
+    let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if u.password().is_some() {
+        return Err("the repo URL must not contain a password; pass it with --git-password-file or TAGFLOW_GIT_PASSWORD".into());
+    }
+    let scheme = u.scheme().to_owned();
+    if !matches!(scheme.as_str(), "ssh" | "https" | "http" | "file") {
+        return Err(format!("unsupported git URL scheme {scheme:?}"));
+    }
+    Ok(RemoteInfo {
+        scheme,
+        host: u
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: u.port(),
+        user: Some(u.username().to_owned()).filter(|s| !s.is_empty()),
+    })
+}
+
+/// One known_hosts entry: the host patterns and the key blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownHost {
+    /// Host patterns (`host`, `[host]:port`).
+    pub hosts: Vec<String>,
+    /// Key type, e.g. `ssh-ed25519`.
+    pub key_type: String,
+    /// Decoded key blob.
+    pub key: Vec<u8>,
+}
+
+/// Parse known_hosts text. Hashed (`|1|…`) and marker (`@revoked`) lines are skipped.
+pub fn parse_known_hosts(text: &str) -> Vec<KnownHost> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('#') && !l.starts_with('|') && !l.starts_with('@')
+        })
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let hosts = parts.next()?.split(',').map(str::to_owned).collect();
+            let key_type = parts.next()?.to_owned();
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(parts.next()?)
+                .ok()?;
+            Some(KnownHost {
+                hosts,
+                key_type,
+                key,
+            })
+        })
+        .collect()
+}
+
+/// Whether `key` is listed for `host` (and `port`, when not 22).
+pub fn host_key_known(known: &[KnownHost], host: &str, port: Option<u16>, key: &[u8]) -> bool {
+    let name = match port {
+        Some(p) if p != 22 => format!("[{host}]:{p}"),
+        _ => host.to_owned(),
+    };
+    known
+        .iter()
+        .any(|k| k.hosts.iter().any(|h| *h == name) && k.key == key)
+}
+
+impl GitAuth {
+    /// Callbacks answering credential requests and checking host keys for `remote`.
+    pub fn callbacks<'a>(&'a self, remote: &'a RemoteInfo) -> RemoteCallbacks<'a> {
+        let mut cb = RemoteCallbacks::new();
+        let tries = Cell::new(0u32);
+        cb.credentials(move |_url, url_user, allowed| {
+            // libgit2 asks again after a refusal; stop instead of looping forever.
+            tries.set(tries.get() + 1);
+            if tries.get() > 3 {
+                return Err(git2::Error::from_str("the remote refused tagflow's git credentials"));
+            }
+            let user = url_user.map(str::to_owned).or_else(|| self.username.clone()).unwrap_or_else(|| "git".into());
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(&user);
+            }
+            if allowed.contains(CredentialType::SSH_KEY) {
+                let key = self.ssh_key_file.as_ref().ok_or_else(|| {
+                    git2::Error::from_str("an ssh:// repo needs --git-ssh-key-file (a deploy key)")
+                })?;
+                return Cred::ssh_key(&user, None, key, None);
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                let pass = self.password.as_ref().ok_or_else(|| {
+                    git2::Error::from_str("the remote wants a password: pass --git-password-file or TAGFLOW_GIT_PASSWORD")
+                })?;
+                return Cred::userpass_plaintext(self.username.as_deref().unwrap_or(&user), pass);
+            }
+            Err(git2::Error::from_str("the remote asked for a credential type tagflow does not support"))
+        });
+        cb.certificate_check(move |cert, _host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: let libgit2 verify the chain against the system's CAs.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let file = self.known_hosts_file.as_ref().ok_or_else(|| {
+                git2::Error::from_str("an ssh:// repo needs --git-known-hosts-file; tagflow never trusts an unknown host key")
+            })?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| git2::Error::from_str(&format!("failed to read known_hosts {}: {e}", file.display())))?;
+            let key = hostkey.hostkey().ok_or_else(|| git2::Error::from_str("the ssh server sent no host key"))?;
+            if host_key_known(&parse_known_hosts(&text), &remote.host, remote.port, key) {
+                Ok(CertificateCheckStatus::CertificateOk)
+            } else {
+                Err(git2::Error::from_str(&format!(
+                    "host key of {}{} is not in {}: refusing to connect",
+                    remote.host,
+                    remote.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                    file.display()
+                )))
+            }
+        });
+        cb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let r = remote_info("ssh://git@127.0.0.1:2222/srv/config.git").expect("ok");
+        assert_eq!(
+            (
+                r.scheme.as_str(),
+                r.host.as_str(),
+                r.port,
+                r.user.as_deref()
+            ),
+            ("ssh", "127.0.0.1", Some(2222), Some("git"))
+        );
+        assert!(
+            remote_info("https://u:secret@h/x.git")
+                .expect_err("refused")
+                .contains("must not contain a password")
+        );
+        assert!(remote_info("git@github.com:org/x.git").is_err());
+        assert!(remote_info("ftp://h/x").is_err());
+    }
+
+    #[test]
+    fn known_hosts_matching() {
+        let blob = base64::engine::general_purpose::STANDARD.encode(b"key-a");
+        let text = format!(
+            "# c\n[127.0.0.1]:2222 ssh-ed25519 {blob}\nexample.com,alias ssh-ed25519 {blob}\n|1|hashed|x ssh-rsa AAAA\n"
+        );
+        let known = parse_known_hosts(&text);
+        assert_eq!(known.len(), 2);
+        assert!(host_key_known(&known, "127.0.0.1", Some(2222), b"key-a"));
+        assert!(!host_key_known(&known, "127.0.0.1", Some(2223), b"key-a"));
+        assert!(!host_key_known(&known, "127.0.0.1", Some(2222), b"key-b"));
+        assert!(host_key_known(&known, "alias", None, b"key-a"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Git stage (IO): fetch the config repo, read files from its tree, commit and push.
+//!
+//! The work dir is a bare clone: files are read from git objects (a symlink or `..` cannot lead
+//! outside the repo, and nothing is ever half-written on disk) and a commit is built from the
+//! fetched head's tree. A rejected push is never forced: tagflow fetches the new head, asks the
+//! caller to plan again on it, and retries with backoff.
+
+pub mod auth;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use git2::{FileMode, ObjectType, Oid, Repository, Signature};
+
+pub use auth::GitAuth;
+
+use crate::config::Author;
+
+const MODE_BLOB: i32 = 0o100_644;
+const MODE_EXEC: i32 = 0o100_755;
+const MODE_LINK: i32 = 0o120_000;
+
+/// Push attempts before giving up until the next cycle.
+const PUSH_ATTEMPTS: u32 = 8;
+
+/// Git failures.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The URL or credentials setup is wrong.
+    #[error("bad git setup: {0}")]
+    Setup(String),
+    /// A libgit2 operation failed.
+    #[error("failed to {action}: {source}")]
+    Git {
+        /// What we were doing.
+        action: String,
+        /// libgit2's error.
+        #[source]
+        source: git2::Error,
+    },
+    /// The branch does not exist on the remote.
+    #[error("branch {0} does not exist on the remote")]
+    NoBranch(String),
+    /// A path the config names is missing or not a regular file.
+    #[error("{path}: {reason}")]
+    File {
+        /// Path in the repo.
+        path: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// Other writers kept winning the race.
+    #[error(
+        "push rejected {0} times in a row (other writers kept moving the branch); will retry next cycle"
+    )]
+    Contended(u32),
+}
+
+impl GitError {
+    /// Worth retrying later without a config change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Git { source, .. } => matches!(
+                source.class(),
+                git2::ErrorClass::Net
+                    | git2::ErrorClass::Http
+                    | git2::ErrorClass::Ssh
+                    | git2::ErrorClass::Os
+            ),
+            Self::Contended(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn git_err(action: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
+    let action = action.into();
+    move |source| GitError::Git {
+        action,
+        source: scrub(source),
+    }
+}
+
+/// libgit2 messages may echo a URL; make sure no secret rides along.
+fn scrub(e: git2::Error) -> git2::Error {
+    let msg = crate::secret::redact(e.message());
+    git2::Error::new(e.code(), e.class(), msg)
+}
+
+/// A file to write in the next commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// Path in the repo.
+    pub path: String,
+    /// New content.
+    pub content: Vec<u8>,
+}
+
+/// What a planning step wants committed.
+#[derive(Debug)]
+pub struct Prepared<T> {
+    /// Files to write.
+    pub edits: Vec<Edit>,
+    /// Commit message.
+    pub message: String,
+    /// Anything the caller wants back (e.g. the change list).
+    pub detail: T,
+}
+
+/// Result of [`Checkout::commit_and_push`].
+#[derive(Debug)]
+pub enum Pushed<T> {
+    /// Nothing to change on the current head.
+    Unchanged {
+        /// The head looked at.
+        head: Oid,
+    },
+    /// A commit is on the remote branch.
+    Committed {
+        /// The new commit.
+        commit: Oid,
+        /// Push attempts it took.
+        attempts: u32,
+        /// The caller's detail from the plan that was pushed.
+        detail: T,
+    },
+}
+
+/// A planning step failed (bad input, not git).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError<E: std::error::Error + 'static> {
+    /// Git failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The caller's plan failed; nothing was committed.
+    #[error(transparent)]
+    Plan(E),
+}
+
+/// Read-only view of one commit's tree.
+pub struct Snapshot<'r> {
+    repo: &'r Repository,
+    tree: git2::Tree<'r>,
+    /// The commit.
+    pub commit: Oid,
+}
+
+impl Snapshot<'_> {
+    /// A regular file's bytes; `Ok(None)` when absent. Symlinks and submodules are refused.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let entry = match self.tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(git_err(format!("look up {path}"))(e)),
+        };
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Blob), MODE_BLOB | MODE_EXEC) => {}
+            (_, MODE_LINK) => {
+                return Err(GitError::File {
+                    path: path.into(),
+                    reason: "is a symlink; tagflow only edits regular files".into(),
+                });
+            }
+            _ => {
+                return Err(GitError::File {
+                    path: path.into(),
+                    reason: "is not a regular file".into(),
+                });
+            }
+        }
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(git_err(format!("read {path}")))?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    fn mode_of(&self, path: &str) -> FileMode {
+        match self.tree.get_path(Path::new(path)).map(|e| e.filemode()) {
+            Ok(MODE_EXEC) => FileMode::BlobExecutable,
+            _ => FileMode::Blob,
+        }
+    }
+}
+
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({})", self.commit)
+    }
+}
+
+/// tagflow's private bare clone of the config repo.
+pub struct Checkout {
+    repo: Repository,
+    url: String,
+    remote: auth::RemoteInfo,
+    branch: String,
+    auth: GitAuth,
+    /// Where the bare repo lives.
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Checkout({} {} at {})",
+            crate::secret::display_url(&self.url),
+            self.branch,
+            self.dir.display()
+        )
+    }
+}
+
+impl Checkout {
+    /// Open (or create) the bare clone in `dir` for `url` and `branch`.
+    pub fn open(url: &str, branch: &str, dir: &Path, auth: GitAuth) -> Result<Self, GitError> {
+        let remote = auth::remote_info(url).map_err(GitError::Setup)?;
+        if git2::Branch::name_is_valid(branch).ok() != Some(true) {
+            return Err(GitError::Setup(format!(
+                "{branch:?} is not a valid branch name"
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            GitError::Setup(format!("failed to create work dir {}: {e}", dir.display()))
+        })?;
+        let repo = match Repository::open_bare(dir) {
+            Ok(r) => r,
+            Err(_) => {
+                Repository::init_bare(dir).map_err(git_err("create the work dir's bare repo"))?
+            }
+        };
+        match repo.find_remote("origin") {
+            Ok(r) if r.url().ok() == Some(url) => {}
+            Ok(_) => repo
+                .remote_set_url("origin", url)
+                .map_err(git_err("set the origin URL"))?,
+            Err(_) => {
+                repo.remote("origin", url)
+                    .map_err(git_err("add the origin remote"))?;
+            }
+        }
+        Ok(Self {
+            repo,
+            url: url.to_owned(),
+            remote,
+            branch: branch.to_owned(),
+            auth,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    /// Fetch the branch; returns the remote head.
+    pub fn fetch(&self) -> Result<Oid, GitError> {
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(git_err("find origin"))?;
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(self.auth.callbacks(&self.remote));
+        opts.download_tags(git2::AutotagOption::None);
+        let spec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+        remote
+            .fetch(&[&spec], Some(&mut opts), None)
+            .map_err(git_err(format!(
+                "fetch {} from {}",
+                self.branch,
+                crate::secret::display_url(&self.url)
+            )))?;
+        self.head()
+    }
+
+    /// The last fetched remote head.
+    pub fn head(&self) -> Result<Oid, GitError> {
+        match self.repo.refname_to_id(&self.tracking_ref()) {
+            Ok(id) => Ok(id),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                Err(GitError::NoBranch(self.branch.clone()))
+            }
+            Err(e) => Err(git_err("read the fetched head")(e)),
+        }
+    }
+
+    /// A view of `commit`'s tree.
+    pub fn snapshot(&self, commit: Oid) -> Result<Snapshot<'_>, GitError> {
+        let c = self
+            .repo
+            .find_commit(commit)
+            .map_err(git_err("find the head commit"))?;
+        let tree = c.tree().map_err(git_err("read the head tree"))?;
+        Ok(Snapshot {
+            repo: &self.repo,
+            tree,
+            commit,
+        })
+    }
+
+    /// Fetch, let `plan` decide the edits on the fresh head, commit them and push — never forced.
+    /// On a rejected push the whole thing repeats on the new head, so another writer's commit is
+    /// kept and tagflow's intended values are applied on top of it.
+    pub fn commit_and_push<T, E: std::error::Error + 'static>(
+        &self,
+        author: &Author,
+        mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared<T>>, E>,
+    ) -> Result<Pushed<T>, CommitError<E>> {
+        for attempt in 1..=PUSH_ATTEMPTS {
+            let head = self.fetch()?;
+            let snap = self.snapshot(head)?;
+            let Some(prepared) = plan(&snap).map_err(CommitError::Plan)? else {
+                return Ok(Pushed::Unchanged { head });
+            };
+            let Some(commit) = self.build_commit(&snap, author, &prepared)? else {
+                return Ok(Pushed::Unchanged { head });
+            };
+            match self.push(commit)? {
+                PushResult::Accepted => {
+                    self.repo
+                        .reference(&self.tracking_ref(), commit, true, "tagflow push")
+                        .map_err(git_err("record the pushed head"))?;
+                    return Ok(Pushed::Committed {
+                        commit,
+                        attempts: attempt,
+                        detail: prepared.detail,
+                    });
+                }
+                PushResult::Rejected(why) => {
+                    tracing::info!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    std::thread::sleep(backoff(attempt));
+                }
+            }
+        }
+        Err(GitError::Contended(PUSH_ATTEMPTS).into())
+    }
+
+    fn build_commit<T>(
+        &self,
+        snap: &Snapshot<'_>,
+        author: &Author,
+        p: &Prepared<T>,
+    ) -> Result<Option<Oid>, GitError> {
+        let mut builder = git2::build::TreeUpdateBuilder::new();
+        for e in &p.edits {
+            let blob = self
+                .repo
+                .blob(&e.content)
+                .map_err(git_err(format!("store {}", e.path)))?;
+            builder.upsert(e.path.as_str(), blob, snap.mode_of(&e.path));
+        }
+        let tree_id = builder
+            .create_updated(&self.repo, &snap.tree)
+            .map_err(git_err("build the new tree"))?;
+        if tree_id == snap.tree.id() {
+            return Ok(None);
+        }
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(git_err("find the new tree"))?;
+        let parent = self
+            .repo
+            .find_commit(snap.commit)
+            .map_err(git_err("find the parent commit"))?;
+        let sig = Signature::now(&author.name, &author.email)
+            .map_err(git_err("make the commit signature"))?;
+        let id = self
+            .repo
+            .commit(None, &sig, &sig, &p.message, &tree, &[&parent])
+            .map_err(git_err("create the commit"))?;
+        Ok(Some(id))
+    }
+
+    fn push(&self, commit: Oid) -> Result<PushResult, GitError> {
+        let outgoing = "refs/tagflow/outgoing";
+        self.repo
+            .reference(outgoing, commit, true, "tagflow outgoing")
+            .map_err(git_err("stage the outgoing commit"))?;
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(git_err("find origin"))?;
+        let rejected = std::cell::RefCell::new(None::<String>);
+        let mut cb = self.auth.callbacks(&self.remote);
+        cb.push_update_reference(|_ref, status| {
+            if let Some(s) = status {
+                *rejected.borrow_mut() = Some(s.to_owned());
+            }
+            Ok(())
+        });
+        let mut opts = git2::PushOptions::new();
+        opts.remote_callbacks(cb);
+        // No leading '+': a push that is not a fast-forward is refused by the server.
+        let spec = format!("{outgoing}:refs/heads/{}", self.branch);
+        let result = remote.push(&[&spec], Some(&mut opts));
+        drop(opts);
+        match result {
+            Ok(()) => Ok(match rejected.into_inner() {
+                Some(why) => PushResult::Rejected(why),
+                None => PushResult::Accepted,
+            }),
+            Err(e) if is_non_fast_forward(&e) => Ok(PushResult::Rejected(e.message().to_owned())),
+            Err(e) => Err(git_err(format!(
+                "push to {}",
+                crate::secret::display_url(&self.url)
+            ))(e)),
+        }
+    }
+
+    /// Append a commit's one-line summary and author, for logs and `status`.
+    pub fn describe(&self, commit: Oid) -> String {
+        self.repo
+            .find_commit(commit)
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    short(commit),
+                    c.summary().ok().flatten().unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|_| short(commit))
+    }
+}
+
+enum PushResult {
+    Accepted,
+    Rejected(String),
+}
+
+fn is_non_fast_forward(e: &git2::Error) -> bool {
+    e.code() == git2::ErrorCode::NotFastForward
+        || e.message().contains("non-fast-forward")
+        || e.message().contains("fetch first")
+        || e.message().contains("cannot push because a reference that you are trying to update on the remote contains commits")
+}
+
+fn backoff(attempt: u32) -> Duration {
+    // Spread retries of racing writers apart: exponential with a little per-process jitter.
+    let jitter = u64::from(std::process::id() % 50) + u64::from(attempt) * 7 % 50;
+    Duration::from_millis(50 * 2u64.pow(attempt.min(5)) + jitter)
+}
+
+/// First 7 hex digits of a commit id.
+pub fn short(id: Oid) -> String {
+    id.to_string()[..7].to_owned()
+}
+
+/// Set libgit2's network timeouts once, before any transfer.
+#[allow(unsafe_code)]
+pub fn init_timeouts(connect: Duration, io: Duration) {
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: these only store an integer in libgit2's global settings; callers run this once at
+    // startup before any git operation, so no transfer reads them concurrently.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+    }
+}

@@ -1,0 +1,327 @@
+//! Plan (pure): from the desired image per name and the files at the fetched head, decide the
+//! edits of one commit, word its message and show its diff.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::gitops::{Edit, GitError, Prepared};
+use crate::rewrite::{self, Change, ImageUpdate, PathTargets, RewriteError};
+
+/// The image tagflow wants deployed for one configured image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Config name of the image.
+    pub image: String,
+    /// Repository.
+    pub repository: String,
+    /// Tag.
+    pub tag: String,
+    /// Digest the tag pointed at when selected.
+    pub digest: String,
+    /// Why this tag (policy reason).
+    pub reason: String,
+}
+
+/// A change in one environment's values file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvChange {
+    /// Environment name.
+    pub env: String,
+    /// The rewrite's change.
+    pub change: Change,
+}
+
+/// Why no commit could be planned. Nothing is written when this happens.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A values file is missing.
+    #[error("environment {env}: values file {file} does not exist at the repo head")]
+    MissingFile {
+        /// Environment.
+        env: String,
+        /// File.
+        file: String,
+    },
+    /// Reading from git failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The rewrite refused the file.
+    #[error("environment {env}: {source}")]
+    Rewrite {
+        /// Environment.
+        env: String,
+        /// Why.
+        #[source]
+        source: RewriteError,
+    },
+}
+
+/// One env file's rewrite input.
+fn updates_for(
+    config: &Config,
+    env_name: &str,
+    desired: &BTreeMap<String, Desired>,
+) -> Vec<ImageUpdate> {
+    let env = &config.environments[env_name];
+    config
+        .targets(env)
+        .into_iter()
+        .filter_map(|(image, target)| {
+            let d = desired.get(image)?;
+            Some(ImageUpdate {
+                image: image.to_owned(),
+                setter: config.setter_for(env, image),
+                paths: PathTargets {
+                    name: target.paths.repository.clone(),
+                    tag: target.paths.tag.clone(),
+                    digest: target.paths.digest.clone(),
+                    full: target.paths.full.clone(),
+                },
+                repository: d.repository.clone(),
+                tag: d.tag.clone(),
+                digest: Some(d.digest.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Rewrite every environment's file for the desired images; `None` when nothing changes.
+pub fn plan_edits(
+    config: &Config,
+    desired: &BTreeMap<String, Desired>,
+    read: impl Fn(&str) -> Result<Option<Vec<u8>>, GitError>,
+) -> Result<Option<Prepared<Vec<EnvChange>>>, PlanError> {
+    let mut edits = Vec::new();
+    let mut changes = Vec::new();
+    for (env_name, env) in &config.environments {
+        let updates = updates_for(config, env_name, desired);
+        if updates.is_empty() {
+            continue;
+        }
+        let input = read(&env.file)?.ok_or_else(|| PlanError::MissingFile {
+            env: env_name.clone(),
+            file: env.file.clone(),
+        })?;
+        let out =
+            rewrite::rewrite(&env.file, &input, &updates).map_err(|source| PlanError::Rewrite {
+                env: env_name.clone(),
+                source,
+            })?;
+        if out.changes.is_empty() {
+            continue;
+        }
+        changes.extend(out.changes.into_iter().map(|change| EnvChange {
+            env: env_name.clone(),
+            change,
+        }));
+        edits.push(Edit {
+            path: env.file.clone(),
+            content: out.output,
+        });
+    }
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    let message = commit_message(&config.git.commit_subject, &changes, desired);
+    Ok(Some(Prepared {
+        edits,
+        message,
+        detail: changes,
+    }))
+}
+
+/// Every problem with every environment's targets, found by rewriting each file with
+/// placeholder values and throwing the result away (for `tagflow check`).
+pub fn check_targets(config: &Config, read: impl Fn(&str) -> Option<Vec<u8>>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let desired: BTreeMap<String, Desired> = config
+        .images
+        .iter()
+        .map(|(name, img)| {
+            let d = Desired {
+                image: name.clone(),
+                repository: img.repository.clone(),
+                tag: "tagflow-check".into(),
+                digest: format!("sha256:{}", "0".repeat(64)),
+                reason: String::new(),
+            };
+            (name.clone(), d)
+        })
+        .collect();
+    for (env_name, env) in &config.environments {
+        let Some(input) = read(&env.file) else {
+            problems.push(format!(
+                "{}: environment {env_name}: values file does not exist",
+                env.file
+            ));
+            continue;
+        };
+        if let Err(e) =
+            rewrite::rewrite(&env.file, &input, &updates_for(config, env_name, &desired))
+        {
+            problems.push(format!("environment {env_name}: {e}"));
+        }
+    }
+    problems
+}
+
+/// One line describing a change, as used in commits, logs and Slack.
+pub fn describe(c: &EnvChange) -> String {
+    let old = if c.change.old.is_empty() {
+        "(empty)"
+    } else {
+        c.change.old.as_str()
+    };
+    format!(
+        "{} {} {}: {} → {}",
+        c.env, c.change.image, c.change.field, old, c.change.new
+    )
+}
+
+/// Commit message: a subject from the template, a line per change, and a trailer per image set.
+pub fn commit_message(
+    subject_template: &str,
+    changes: &[EnvChange],
+    desired: &BTreeMap<String, Desired>,
+) -> String {
+    // Summarise by (env, image) → tag, so the subject says what moved, not which fields.
+    let mut moved: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for c in changes {
+        if let Some(d) = desired.get(&c.change.image) {
+            moved.insert((c.env.as_str(), c.change.image.as_str()), d.tag.as_str());
+        }
+    }
+    let summary = if moved.len() <= 2 {
+        moved
+            .iter()
+            .map(|((env, img), tag)| format!("{env} {img} → {tag}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        let envs: std::collections::BTreeSet<&str> = moved.keys().map(|(e, _)| *e).collect();
+        format!(
+            "update {} images in {}",
+            moved.len(),
+            envs.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut msg = subject_template.replace("{summary}", &summary);
+    msg.push_str("\n\n");
+    for c in changes {
+        let _ = writeln!(msg, "{} ({}:{})", describe(c), c.change.file, c.change.line);
+    }
+    msg.push('\n');
+    for ((env, img), _) in &moved {
+        if let Some(d) = desired.get(*img) {
+            let _ = writeln!(
+                msg,
+                "Tagflow-Set: {env} {img} {}:{} {}",
+                d.repository, d.tag, d.digest
+            );
+        }
+    }
+    msg
+}
+
+/// Unified diff of the planned edits against the files they replace.
+pub fn diff(edits: &[Edit], read: impl Fn(&str) -> Option<Vec<u8>>) -> String {
+    let mut out = String::new();
+    for e in edits {
+        let old = read(&e.path).unwrap_or_default();
+        let old = String::from_utf8_lossy(&old);
+        let new = String::from_utf8_lossy(&e.content);
+        let d = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
+        let _ = write!(
+            out,
+            "{}",
+            d.unified_diff()
+                .context_radius(3)
+                .header(&format!("a/{}", e.path), &format!("b/{}", e.path))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "images:\n  app: {repository: r.example.com/team/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {file: envs/dev/patch.yaml}\n  prod: {file: envs/prod/patch.yaml}\n";
+    const DEV: &str = "image:\n  repository: r.example.com/team/app\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\n  digest: \"\" # {\"$imagepolicy\": \"flux-system:app:digest\"}\n";
+
+    fn desired(tag: &str) -> BTreeMap<String, Desired> {
+        let d = Desired {
+            image: "app".into(),
+            repository: "r.example.com/team/app".into(),
+            tag: tag.into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            reason: "test".into(),
+        };
+        BTreeMap::from([("app".to_owned(), d)])
+    }
+
+    #[test]
+    fn plans_one_edit_per_changed_file() {
+        let config = crate::config::parse("c", CONFIG).expect("config");
+        let files = BTreeMap::from([
+            ("envs/dev/patch.yaml", DEV.to_owned()),
+            ("envs/prod/patch.yaml", DEV.replace("a1b2c3d", "0f1e2d3")),
+        ]);
+        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let p = plan_edits(&config, &desired("0f1e2d3"), read)
+            .expect("plans")
+            .expect("changes");
+        assert_eq!(
+            p.edits.len(),
+            2,
+            "dev gets tag+digest, prod only the digest"
+        );
+        assert!(
+            p.message
+                .starts_with("tagflow: dev app → 0f1e2d3, prod app → 0f1e2d3\n\n"),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.message
+                .contains("dev app tag: a1b2c3d → 0f1e2d3 (envs/dev/patch.yaml:3)"),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.message
+                .contains("Tagflow-Set: dev app r.example.com/team/app:0f1e2d3 sha256:abab"),
+            "{}",
+            p.message
+        );
+        let d = diff(&p.edits, |path| {
+            files.get(path).map(|s| s.as_bytes().to_vec())
+        });
+        assert!(
+            d.contains("-  tag: a1b2c3d") && d.contains("+  tag: 0f1e2d3"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn nothing_to_do_is_none_and_missing_file_is_an_error() {
+        let config = crate::config::parse("c", CONFIG).expect("config");
+        let done = DEV.replace("\"\"", &format!("\"sha256:{}\"", "ab".repeat(32)));
+        let files = BTreeMap::from([
+            ("envs/dev/patch.yaml", done.clone()),
+            ("envs/prod/patch.yaml", done),
+        ]);
+        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        assert!(
+            plan_edits(&config, &desired("a1b2c3d"), read)
+                .expect("ok")
+                .is_none()
+        );
+        let none = |_: &str| Ok(None);
+        assert!(matches!(
+            plan_edits(&config, &desired("a1b2c3d"), none),
+            Err(PlanError::MissingFile { .. })
+        ));
+    }
+}

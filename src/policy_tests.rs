@@ -1,0 +1,178 @@
+use super::*;
+
+fn policy(yaml: &str) -> Policy {
+    let c: PolicyConfig = serde_yaml::from_str(yaml).expect("policy yaml");
+    Policy::compile(&c).expect("compiles")
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+fn built(pairs: &[(&str, &str)]) -> BTreeMap<String, Facts> {
+    pairs
+        .iter()
+        .map(|(tag, c)| {
+            (
+                (*tag).to_owned(),
+                Facts {
+                    created: Some(t(c)),
+                    commit_rank: None,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn built_order_picks_newest_creation_time() {
+    let p = policy("{tags: '^[0-9a-f]{7}$', order: built}");
+    let q = p.filter(["a1b2c3d", "0f1e2d3", "b2c3d4e", "latest", "a1b2c3d4"]);
+    assert_eq!(q.len(), 3);
+    let facts = built(&[
+        ("a1b2c3d", "2024-01-01T10:00:00Z"),
+        ("0f1e2d3", "2024-01-01T12:00:00Z"),
+        ("b2c3d4e", "2024-01-01T11:00:00Z"),
+    ]);
+    let d = p.select(&q, &facts).expect("a winner");
+    assert_eq!(d.tag, "0f1e2d3");
+    assert_eq!(
+        d.reason,
+        Reason::NewestBuild {
+            created: t("2024-01-01T12:00:00Z"),
+            tied_with: vec![]
+        }
+    );
+}
+
+#[test]
+fn built_ties_are_broken_by_tag_name_and_reported() {
+    let p = policy("{tags: '^[0-9a-f]{7}$', order: built}");
+    let q = p.filter(["bbbbbbb", "aaaaaaa", "ccccccc"]);
+    let facts = built(&[
+        ("aaaaaaa", "2024-01-01T12:00:00Z"),
+        ("bbbbbbb", "2024-01-01T12:00:00Z"),
+        ("ccccccc", "2024-01-01T11:00:00Z"),
+    ]);
+    let d = p.select(&q, &facts).expect("a winner");
+    assert_eq!(d.tag, "bbbbbbb");
+    assert!(
+        d.reason.to_string().contains("tied with aaaaaaa"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn built_without_times_is_no_candidate() {
+    let p = policy("{tags: '.*', order: built}");
+    let q = p.filter(["x1"]);
+    let e = p.select(&q, &BTreeMap::new()).expect_err("none");
+    assert!(e.to_string().contains("x1: image has no build time"), "{e}");
+}
+
+#[test]
+fn git_order_uses_commit_rank_and_skips_off_branch_tags() {
+    let p = policy("{tags: '^[0-9a-f]{7}$', order: git}");
+    let q = p.filter(["aaaaaaa", "bbbbbbb", "ccccccc"]);
+    let mut facts = BTreeMap::new();
+    facts.insert(
+        "aaaaaaa".to_owned(),
+        Facts {
+            created: None,
+            commit_rank: Some(Ok(3)),
+        },
+    );
+    facts.insert(
+        "bbbbbbb".to_owned(),
+        Facts {
+            created: None,
+            commit_rank: Some(Ok(1)),
+        },
+    );
+    facts.insert(
+        "ccccccc".to_owned(),
+        Facts {
+            created: None,
+            commit_rank: Some(Err("not on branch main".into())),
+        },
+    );
+    let d = p.select(&q, &facts).expect("winner");
+    assert_eq!(d.tag, "bbbbbbb");
+    assert_eq!(d.reason, Reason::NewestCommit { behind_head: 1 });
+    assert_eq!(
+        d.skipped,
+        vec![("ccccccc".to_owned(), "not on branch main".to_owned())]
+    );
+}
+
+#[test]
+fn table_of_orderings() {
+    let cases: &[(&str, &[&str], Option<&str>)] = &[
+        (
+            "{tags: '.*', order: semver}",
+            &["1.2.3", "v1.10.0", "1.9.9", "1234567", "junk"],
+            Some("v1.10.0"),
+        ),
+        (
+            "{tags: '.*', order: semver, range: '<1.10'}",
+            &["1.2.3", "v1.10.0", "1.9.9"],
+            Some("1.9.9"),
+        ),
+        ("{tags: '.*', order: semver}", &["1234567", "7654321"], None),
+        (
+            "{tags: '.*', order: semver, allowNumericSemver: true}",
+            &["1.0.0", "2.0.0-rc.1", "1.5.0"],
+            Some("2.0.0-rc.1"),
+        ),
+        (
+            "{tags: '.*', order: numerical}",
+            &["9", "10", "100", "x"],
+            Some("100"),
+        ),
+        (
+            "{tags: '.*', order: numerical, direction: desc}",
+            &["9", "10", "100"],
+            Some("9"),
+        ),
+        (
+            "{tags: '.*', order: alphabetical}",
+            &["a", "c", "b"],
+            Some("c"),
+        ),
+        (
+            "{tags: '.*', order: alphabetical, direction: desc}",
+            &["a", "c", "b"],
+            Some("a"),
+        ),
+        (
+            "{tags: '^main-(?P<ts>[0-9]+)-[0-9a-f]{7}$', extract: '$ts', order: numerical}",
+            &["main-100-aaaaaaa", "main-20-bbbbbbb", "dev-999-ccccccc"],
+            Some("main-100-aaaaaaa"),
+        ),
+        (
+            "{tags: '.*', exclude: ['^dbg-', 'rc'], order: alphabetical}",
+            &["dbg-z", "y-rc", "x"],
+            Some("x"),
+        ),
+        (
+            "{tags: '.*', order: alphabetical}",
+            &["bad\ntag", "a b", "ok"],
+            Some("ok"),
+        ),
+    ];
+    for (yaml, tags, want) in cases {
+        let p = policy(yaml);
+        let q = p.filter(tags.iter().copied());
+        let got = p.select(&q, &BTreeMap::new()).ok().map(|d| d.tag);
+        assert_eq!(got.as_deref(), *want, "policy {yaml} over {tags:?}");
+    }
+}
+
+#[test]
+fn filter_is_independent_of_listing_order() {
+    let p = policy("{tags: '.*', order: alphabetical}");
+    assert_eq!(p.filter(["b", "a", "b"]), p.filter(["a", "b"]));
+}

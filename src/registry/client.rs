@@ -1,0 +1,430 @@
+//! One registry host over HTTP: auth challenges, rate limit, concurrency cap, 429/5xx retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+use super::RegistryError;
+use super::wire::{self, Challenge};
+use crate::config::RegistryConfig;
+use crate::metrics::Metrics;
+
+/// Largest body tagflow reads from a registry (manifests and tag lists are small).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Attempts per request (429, 5xx and connection errors are retried).
+const ATTEMPTS: u32 = 4;
+/// Longest single wait tagflow accepts from `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A response that was read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `rel="next"` target, if any.
+    pub fn next_link(&self) -> Option<String> {
+        self.headers
+            .get(LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::next_link)
+    }
+}
+
+/// Spaces requests out to at most `rate` per second.
+#[derive(Debug)]
+struct Limiter {
+    gap: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(rate: f64) -> Self {
+        Self {
+            gap: Duration::from_secs_f64(1.0 / rate.max(0.001)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + self.gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A client for one registry host.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// `https://host` or `http://host`.
+    pub base: String,
+    /// `host[:port]`, the label used in metrics and messages.
+    pub host: String,
+    creds: Option<(String, String)>,
+    basic: AtomicBool,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    limiter: Limiter,
+    slots: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+impl Client {
+    /// Build a client from a registry's config (or defaults for an unlisted host).
+    pub fn new(
+        host: &str,
+        cfg: Option<&RegistryConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RegistryError> {
+        let default;
+        let cfg = match cfg {
+            Some(c) => c,
+            None => {
+                default = default_config(host);
+                &default
+            }
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("tagflow/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| RegistryError::Setup(format!("failed to read caFile {ca}: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                RegistryError::Setup(format!("caFile {ca} is not a PEM certificate: {e}"))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| RegistryError::Setup(format!("failed to build HTTP client: {e}")))?;
+        let creds = match &cfg.credentials {
+            None => None,
+            Some(c) => match (&c.docker_config_file, &c.username, &c.password) {
+                (Some(file), _, _) => {
+                    let json = std::fs::read_to_string(file).map_err(|e| {
+                        RegistryError::Setup(format!("failed to read dockerConfigFile {file}: {e}"))
+                    })?;
+                    let found = wire::docker_credentials(&json, host).map_err(|e| {
+                        RegistryError::Setup(format!("dockerConfigFile {file}: {e}"))
+                    })?;
+                    if found.is_none() {
+                        return Err(RegistryError::Setup(format!(
+                            "dockerConfigFile {file} has no auths entry for {host}"
+                        )));
+                    }
+                    found
+                }
+                (None, Some(u), Some(p)) => Some((
+                    u.clone(),
+                    p.read().map_err(|e| RegistryError::Setup(e.to_string()))?,
+                )),
+                _ => None,
+            },
+        };
+        if let Some((_, p)) = &creds {
+            crate::secret::register(p);
+        }
+        let scheme = if cfg.insecure { "http" } else { "https" };
+        Ok(Self {
+            http,
+            base: format!("{scheme}://{host}"),
+            host: host.to_owned(),
+            creds,
+            basic: AtomicBool::new(false),
+            tokens: Mutex::new(HashMap::new()),
+            limiter: Limiter::new(cfg.rate_limit),
+            slots: Semaphore::new(cfg.concurrency.max(1)),
+            metrics,
+        })
+    }
+
+    /// GET or HEAD `path_or_url` (relative to the registry or absolute), authenticating for `scope`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        scope: &str,
+    ) -> Result<Answer, RegistryError> {
+        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{}", self.base, path_or_url)
+        };
+        let mut auth_tried = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let answer = self.send_once(method.clone(), &url, scope).await;
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match answer.status {
+                StatusCode::UNAUTHORIZED if !auth_tried => {
+                    auth_tried = true;
+                    let challenge = answer
+                        .headers
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(wire::parse_challenge);
+                    match challenge {
+                        Some(Challenge::Basic) if self.creds.is_some() => {
+                            self.basic.store(true, Ordering::Relaxed)
+                        }
+                        Some(Challenge::Bearer {
+                            realm,
+                            service,
+                            scope: asked,
+                        }) => {
+                            self.fetch_token(
+                                &realm,
+                                service.as_deref(),
+                                asked.as_deref().unwrap_or(scope),
+                                scope,
+                            )
+                            .await?;
+                        }
+                        _ => {
+                            return Err(RegistryError::Unauthorized {
+                                registry: self.host.clone(),
+                                url: redact_url(&url),
+                            });
+                        }
+                    }
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(RegistryError::Unauthorized {
+                        registry: self.host.clone(),
+                        url: redact_url(&url),
+                    });
+                }
+                StatusCode::TOO_MANY_REQUESTS if attempt < ATTEMPTS => {
+                    let wait = answer
+                        .headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|h| wire::retry_after(h, chrono::Utc::now()))
+                        .unwrap_or_else(|| backoff(attempt))
+                        .min(MAX_RETRY_AFTER);
+                    tracing::info!(registry = %self.host, wait_ms = wait.as_millis() as u64, "registry asked us to slow down (429)");
+                    tokio::time::sleep(wait).await;
+                }
+                s if s.is_server_error() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    return Err(RegistryError::RateLimited {
+                        registry: self.host.clone(),
+                    });
+                }
+                s if s.is_server_error() => {
+                    return Err(RegistryError::Status {
+                        registry: self.host.clone(),
+                        url: redact_url(&url),
+                        status: s.as_u16(),
+                    });
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+    ) -> Result<Answer, RegistryError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RegistryError::Setup("client closed".into()))?;
+        self.limiter.wait().await;
+        let mut req = self.http.request(method, url).header(ACCEPT, wire::ACCEPT);
+        if let Some(token) = self.token_for(scope).await {
+            req = req.bearer_auth(token);
+        } else if self.basic.load(Ordering::Relaxed) {
+            if let Some((u, p)) = &self.creds {
+                req = req.basic_auth(u, Some(p));
+            }
+        }
+        let result = read(req).await;
+        let label = match &result {
+            Ok(a) => a.status.as_u16().to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics.registry_request(&self.host, &label);
+        result.map_err(|e| self.transport(url, e))
+    }
+
+    fn transport(&self, url: &str, e: ReadError) -> RegistryError {
+        match e {
+            ReadError::Http(e) => RegistryError::Transport {
+                registry: self.host.clone(),
+                url: redact_url(url),
+                reason: crate::secret::redact(&error_chain(&e)),
+                timeout: e.is_timeout(),
+            },
+            ReadError::TooLarge => RegistryError::BadResponse {
+                registry: self.host.clone(),
+                url: redact_url(url),
+                reason: format!("body larger than {MAX_BODY} bytes"),
+            },
+        }
+    }
+
+    async fn token_for(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().await;
+        tokens
+            .get(scope)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(t, _)| t.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        asked: &str,
+        scope: &str,
+    ) -> Result<(), RegistryError> {
+        let mut url = url::Url::parse(realm).map_err(|_| RegistryError::BadResponse {
+            registry: self.host.clone(),
+            url: realm.to_owned(),
+            reason: "token realm is not a URL".into(),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", asked);
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RegistryError::Setup("client closed".into()))?;
+        self.limiter.wait().await;
+        let mut req = self.http.get(url.clone());
+        if let Some((u, p)) = &self.creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let result = read(req).await;
+        self.metrics.registry_request(
+            &self.host,
+            &result
+                .as_ref()
+                .map_or("error".to_owned(), |a| a.status.as_u16().to_string()),
+        );
+        let a = result.map_err(|e| self.transport(url.as_str(), e))?;
+        if !a.status.is_success() {
+            return Err(RegistryError::Unauthorized {
+                registry: self.host.clone(),
+                url: redact_url(url.as_str()),
+            });
+        }
+        let ans: wire::TokenAnswer =
+            serde_json::from_slice(&a.body).map_err(|e| RegistryError::BadResponse {
+                registry: self.host.clone(),
+                url: redact_url(url.as_str()),
+                reason: format!("token answer is not JSON: {e}"),
+            })?;
+        let token = ans
+            .token
+            .or(ans.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::BadResponse {
+                registry: self.host.clone(),
+                url: redact_url(url.as_str()),
+                reason: "token answer has no token".into(),
+            })?;
+        crate::secret::register(&token);
+        // Renew a little early so a token never expires mid-request.
+        let life = Duration::from_secs(ans.expires_in.unwrap_or(60).max(10) - 5);
+        self.tokens
+            .lock()
+            .await
+            .insert(scope.to_owned(), (token, Instant::now() + life));
+        Ok(())
+    }
+}
+
+fn default_config(host: &str) -> RegistryConfig {
+    RegistryConfig {
+        host: host.to_owned(),
+        insecure: false,
+        ca_file: None,
+        credentials: None,
+        rate_limit: 20.0,
+        concurrency: 4,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+async fn read(req: reqwest::RequestBuilder) -> Result<Answer, ReadError> {
+    let mut resp = req.send().await.map_err(ReadError::Http)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// URLs never carry secrets in tagflow, but a registry could send one back in a `Link`.
+fn redact_url(u: &str) -> String {
+    crate::secret::redact(&crate::secret::display_url(u))
+}

@@ -1,0 +1,382 @@
+//! Registry stage (IO): list tags, resolve a tag to its digest, build time and revision.
+//!
+//! Speaks the distribution API directly over reqwest: oci-client has no `Link` pagination,
+//! `Retry-After`, per-request metrics or rate limits, which tagflow needs. Metadata is cached
+//! by digest, so an unchanged repository costs one tags request per cycle.
+
+mod client;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+
+pub use client::Client;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Most pages tagflow follows in one tags listing (a loop guard).
+const MAX_PAGES: usize = 10_000;
+
+/// Registry failures. `is_transient` drives retry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Bad local setup (CA file, credentials).
+    #[error("failed to set up registry client: {0}")]
+    Setup(String),
+    /// Credentials refused or missing.
+    #[error("registry {registry} refused our credentials for {url}")]
+    Unauthorized {
+        /// Host.
+        registry: String,
+        /// Request URL.
+        url: String,
+    },
+    /// 429 after every retry.
+    #[error("registry {registry} kept answering 429 Too Many Requests")]
+    RateLimited {
+        /// Host.
+        registry: String,
+    },
+    /// An unexpected status.
+    #[error("registry {registry} answered {status} for {url}")]
+    Status {
+        /// Host.
+        registry: String,
+        /// Request URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// Connection, TLS or timeout.
+    #[error("failed to reach registry {registry} ({url}): {reason}")]
+    Transport {
+        /// Host.
+        registry: String,
+        /// Request URL.
+        url: String,
+        /// Cause chain.
+        reason: String,
+        /// Whether it timed out.
+        timeout: bool,
+    },
+    /// A body that is not what the API promises.
+    #[error("registry {registry} sent a bad answer for {url}: {reason}")]
+    BadResponse {
+        /// Host.
+        registry: String,
+        /// Request URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Tag or repository does not exist.
+    #[error("{0} not found in the registry")]
+    NotFound(String),
+    /// An index without the wanted platform.
+    #[error("{reference} has no manifest for platform {platform}")]
+    NoPlatform {
+        /// Image reference.
+        reference: String,
+        /// Wanted platform.
+        platform: String,
+    },
+}
+
+impl RegistryError {
+    /// Worth retrying on a later cycle without a config change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::RateLimited { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// What tagflow knows about an image tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// The digest the tag points at (an index digest for multi-arch images).
+    pub digest: String,
+    /// Build time of the chosen platform's image.
+    pub created: Option<DateTime<Utc>>,
+    /// `org.opencontainers.image.revision` label.
+    pub revision: Option<String>,
+}
+
+/// Clients per registry host, plus the metadata cache.
+#[derive(Debug)]
+pub struct Registries {
+    metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// (repository, tag) → digest, remembered from earlier resolutions.
+    tags: Mutex<HashMap<(String, String), String>>,
+    /// (digest, platform) → metadata. Content-addressed, so never stale.
+    meta: Mutex<HashMap<(String, String), ImageMeta>>,
+}
+
+/// `host` and `path` of a repository like `registry.example.com/team/app`.
+pub fn split_repository(repository: &str) -> (&str, &str) {
+    repository
+        .split_once('/')
+        .unwrap_or(("docker.io", repository))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registries {
+    /// An empty set; clients are made on first use.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            clients: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
+            meta: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forget clients (their credentials and limits) so the next use reads the config again.
+    pub fn reset_clients(&self) {
+        lock(&self.clients).clear();
+    }
+
+    fn client(&self, config: &Config, repository: &str) -> Result<Arc<Client>, RegistryError> {
+        let (host, _) = split_repository(repository);
+        if let Some(c) = lock(&self.clients).get(host) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Client::new(
+            host,
+            config.registry_for(repository),
+            self.metrics.clone(),
+        )?);
+        lock(&self.clients).insert(host.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Every tag of a repository, following `Link` pagination.
+    pub async fn list_tags(
+        &self,
+        config: &Config,
+        repository: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        let client = self.client(config, repository)?;
+        let (_, path) = split_repository(repository);
+        let scope = format!("repository:{path}:pull");
+        let mut next = Some(format!("/v2/{path}/tags/list?n=1000"));
+        let mut seen = std::collections::HashSet::new();
+        let mut tags = Vec::new();
+        while let Some(url) = next.take() {
+            if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
+                return Err(bad(&client, &url, "tag list pagination loops".into()));
+            }
+            let a = client.call(Method::GET, &url, &scope).await?;
+            if a.status == StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound(repository.to_owned()));
+            }
+            if !a.status.is_success() {
+                return Err(RegistryError::Status {
+                    registry: client.host.clone(),
+                    url,
+                    status: a.status.as_u16(),
+                });
+            }
+            let page: wire::TagList = serde_json::from_slice(&a.body)
+                .map_err(|e| bad(&client, &url, format!("tag list is not valid JSON: {e}")))?;
+            tags.extend(page.tags.unwrap_or_default());
+            next = a.next_link();
+        }
+        Ok(tags)
+    }
+
+    /// Digest and metadata of `repository:tag`, reading the platform's image from an index.
+    /// Cached: a tag resolved before costs no request.
+    pub async fn resolve(
+        &self,
+        config: &Config,
+        repository: &str,
+        tag: &str,
+        platform: &str,
+    ) -> Result<ImageMeta, RegistryError> {
+        let key = (repository.to_owned(), tag.to_owned());
+        let known = lock(&self.tags).get(&key).cloned();
+        if let Some(digest) = known {
+            if let Some(m) = lock(&self.meta).get(&(digest, platform.to_owned())) {
+                return Ok(m.clone());
+            }
+        }
+        let client = self.client(config, repository)?;
+        let (_, path) = split_repository(repository);
+        let scope = format!("repository:{path}:pull");
+        let reference = format!("{repository}:{tag}");
+        let (digest, top) = self
+            .manifest(&client, path, tag, &scope, &reference)
+            .await?;
+        let cached = lock(&self.meta)
+            .get(&(digest.clone(), platform.to_owned()))
+            .cloned();
+        let meta = match cached {
+            Some(m) => m,
+            None => {
+                let config_digest = match (&top.config, &top.manifests) {
+                    (Some(c), _) => c.digest.clone(),
+                    (None, Some(list)) => {
+                        let entry = list
+                            .iter()
+                            .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+                            .ok_or_else(|| RegistryError::NoPlatform {
+                                reference: reference.clone(),
+                                platform: platform.to_owned(),
+                            })?;
+                        let (_, image) = self
+                            .manifest(&client, path, &entry.digest, &scope, &reference)
+                            .await?;
+                        image.config.map(|c| c.digest).ok_or_else(|| {
+                            bad(
+                                &client,
+                                &reference,
+                                "platform manifest has no config".into(),
+                            )
+                        })?
+                    }
+                    (None, None) => {
+                        return Err(bad(
+                            &client,
+                            &reference,
+                            "manifest is neither an image nor an index".into(),
+                        ));
+                    }
+                };
+                let url = format!("/v2/{path}/blobs/{config_digest}");
+                let a = client.call(Method::GET, &url, &scope).await?;
+                if !a.status.is_success() {
+                    return Err(RegistryError::Status {
+                        registry: client.host.clone(),
+                        url,
+                        status: a.status.as_u16(),
+                    });
+                }
+                verify(&client, &url, &config_digest, &a.body)?;
+                let blob: wire::ImageConfigBlob = serde_json::from_slice(&a.body).map_err(|e| {
+                    bad(
+                        &client,
+                        &url,
+                        format!("image config is not valid JSON: {e}"),
+                    )
+                })?;
+                let m = ImageMeta {
+                    digest: digest.clone(),
+                    created: blob.created_at(),
+                    revision: blob.revision(),
+                };
+                lock(&self.meta).insert((digest.clone(), platform.to_owned()), m.clone());
+                m
+            }
+        };
+        lock(&self.tags).insert(key, digest);
+        Ok(meta)
+    }
+
+    /// The digest a tag points at right now (one HEAD request), to confirm before writing it.
+    pub async fn current_digest(
+        &self,
+        config: &Config,
+        repository: &str,
+        tag: &str,
+    ) -> Result<String, RegistryError> {
+        let client = self.client(config, repository)?;
+        let (_, path) = split_repository(repository);
+        let url = format!("/v2/{path}/manifests/{tag}");
+        let a = client
+            .call(Method::HEAD, &url, &format!("repository:{path}:pull"))
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(format!("{repository}:{tag}")));
+        }
+        if !a.status.is_success() {
+            return Err(RegistryError::Status {
+                registry: client.host.clone(),
+                url,
+                status: a.status.as_u16(),
+            });
+        }
+        let digest = header_digest(&a.headers)
+            .ok_or_else(|| bad(&client, &url, "no Docker-Content-Digest header".into()))?;
+        lock(&self.tags).insert((repository.to_owned(), tag.to_owned()), digest.clone());
+        Ok(digest)
+    }
+
+    async fn manifest(
+        &self,
+        client: &Client,
+        path: &str,
+        reference: &str,
+        scope: &str,
+        shown: &str,
+    ) -> Result<(String, wire::AnyManifest), RegistryError> {
+        let url = format!("/v2/{path}/manifests/{reference}");
+        let a = client.call(Method::GET, &url, scope).await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(shown.to_owned()));
+        }
+        if !a.status.is_success() {
+            return Err(RegistryError::Status {
+                registry: client.host.clone(),
+                url,
+                status: a.status.as_u16(),
+            });
+        }
+        let computed = format!("sha256:{}", hex::encode(Sha256::digest(&a.body)));
+        let digest = header_digest(&a.headers).unwrap_or_else(|| computed.clone());
+        if reference.starts_with("sha256:") {
+            verify(client, &url, reference, &a.body)?;
+        } else if digest.starts_with("sha256:") && digest != computed {
+            return Err(bad(
+                client,
+                &url,
+                format!("manifest body does not match its digest {digest}"),
+            ));
+        }
+        if !crate::rewrite::valid_digest(&digest) {
+            return Err(bad(client, &url, "registry sent an invalid digest".into()));
+        }
+        let m: wire::AnyManifest = serde_json::from_slice(&a.body)
+            .map_err(|e| bad(client, &url, format!("manifest is not valid JSON: {e}")))?;
+        Ok((digest, m))
+    }
+}
+
+fn header_digest(h: &reqwest::header::HeaderMap) -> Option<String> {
+    h.get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+}
+
+fn verify(client: &Client, url: &str, digest: &str, body: &[u8]) -> Result<(), RegistryError> {
+    let Some(hex_want) = digest.strip_prefix("sha256:") else {
+        return Ok(());
+    };
+    if hex::encode(Sha256::digest(body)) != hex_want {
+        return Err(bad(
+            client,
+            url,
+            format!("content does not match digest {digest}"),
+        ));
+    }
+    Ok(())
+}
+
+fn bad(client: &Client, url: &str, reason: String) -> RegistryError {
+    RegistryError::BadResponse {
+        registry: client.host.clone(),
+        url: url.to_owned(),
+        reason,
+    }
+}

@@ -1,0 +1,71 @@
+//! The `run` loop: a cycle, then wait for the interval, a webhook trigger or shutdown.
+//!
+//! Shutdown is only looked at between cycles, so a commit in progress always finishes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cycle::{Agent, Scope, error_policy};
+use crate::server::Shared;
+
+/// Interval used before any config has loaded.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Run cycles until `shutdown` is cancelled.
+pub async fn run_loop(
+    agent: Arc<Agent>,
+    shared: Arc<Shared>,
+    mut triggers: mpsc::Receiver<BTreeSet<String>>,
+    shutdown: CancellationToken,
+) {
+    let mut scope = Scope::All;
+    let mut failures = 0u32;
+    loop {
+        let result = agent.cycle(&scope).await;
+        let config = agent.config();
+        if let Some(c) = &config {
+            *shared
+                .config
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c.clone());
+        }
+        match &result {
+            Ok(r) => {
+                failures = 0;
+                shared.ready.store(true, Ordering::Relaxed);
+                match r.commit {
+                    Some(c) => {
+                        tracing::info!(commit = %crate::gitops::short(c), changes = r.changes.len(), "cycle done: committed")
+                    }
+                    None => {
+                        tracing::info!(head = %crate::gitops::short(r.head), "cycle done: no change")
+                    }
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(error = %e, transient = e.is_transient(), "cycle failed");
+            }
+        }
+        let interval = config.map_or(DEFAULT_INTERVAL, |c| c.interval);
+        let delay = error_policy(&result, interval, failures);
+        scope = tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => Scope::All,
+            Some(first) = triggers.recv() => {
+                // Coalesce a burst of pushes into one scan.
+                let mut images = first;
+                while let Ok(more) = triggers.try_recv() {
+                    images.extend(more);
+                }
+                Scope::Images(images)
+            }
+        };
+    }
+    tracing::info!("shutting down: no cycle in progress");
+}

@@ -1,0 +1,351 @@
+//! HTTP server for `run`: `/healthz`, `/readyz`, `/metrics` and the registry webhook.
+//!
+//! The webhook only names repositories to scan now; it never carries a tag to deploy, so a
+//! forged delivery can at worst cause an early scan — and it is authenticated anyway.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Media type of the distribution registry's notifications.
+pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
+/// Header carrying `sha256=<hex>` HMAC of a generic webhook body.
+pub const SIGNATURE_HEADER: &str = "x-tagflow-signature";
+
+/// What the server shares with the loop.
+#[derive(Debug)]
+pub struct Shared {
+    /// Metrics to serve.
+    pub metrics: Arc<Metrics>,
+    /// Set once a cycle has succeeded with a good config.
+    pub ready: AtomicBool,
+    /// The config in force (the last good one).
+    pub config: RwLock<Option<Arc<Config>>>,
+    /// Image names to scan now.
+    pub trigger: mpsc::Sender<BTreeSet<String>>,
+}
+
+impl Shared {
+    fn config(&self) -> Option<Arc<Config>> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/webhook/registry", post(webhook))
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no successful cycle yet\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Why a webhook delivery was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Too big.
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    /// Missing or wrong token/signature, or no secret configured for this kind of delivery.
+    #[error("not authenticated: {0}")]
+    Unauthorized(&'static str),
+    /// Not JSON of a known shape.
+    #[error("bad body: {0}")]
+    BadBody(String),
+    /// No configured image has the repository.
+    #[error("no configured image for repository {0}")]
+    UnknownRepository(String),
+    /// Nothing to do (e.g. only pull events).
+    #[error("no push events")]
+    NoPush,
+    /// tagflow has no good config yet.
+    #[error("not ready")]
+    NotReady,
+}
+
+impl WebhookError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownRepository(_) => StatusCode::NOT_FOUND,
+            Self::NoPush => StatusCode::OK,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadBody(_) => "bad_body",
+            Self::UnknownRepository(_) => "unknown_repository",
+            Self::NoPush => "ignored",
+            Self::NotReady => "not_ready",
+        }
+    }
+}
+
+async fn webhook(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let result = async {
+        let config = s.config().ok_or(WebhookError::NotReady)?;
+        let (parts, body) = req.into_parts();
+        let limit = config.webhook.max_body_bytes;
+        let bytes = axum::body::to_bytes(Body::new(body), limit)
+            .await
+            .map_err(|_| WebhookError::TooLarge(limit))?;
+        let secrets = Secrets {
+            bearer: config
+                .webhook
+                .bearer_token
+                .as_ref()
+                .and_then(|r| r.read().ok()),
+            hmac: config
+                .webhook
+                .hmac_secret
+                .as_ref()
+                .and_then(|r| r.read().ok()),
+        };
+        let repos = authenticate_and_parse(&parts.headers, &bytes, &secrets)?;
+        images_for(&config, &repos)
+    }
+    .await;
+    match result {
+        Ok(images) => {
+            s.metrics.webhook("accepted");
+            tracing::info!(images = ?images, "webhook: scanning now");
+            // A full queue means a scan is already pending; that scan covers this one.
+            let _ = s.trigger.try_send(images.clone());
+            (
+                StatusCode::ACCEPTED,
+                format!(
+                    "scanning {}\n",
+                    images.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            s.metrics.webhook(e.label());
+            if e != WebhookError::NoPush {
+                tracing::warn!(reason = %e, "webhook refused");
+            }
+            (e.status(), format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// Webhook secrets as read for one delivery.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Expected bearer token for registry notifications.
+    pub bearer: Option<String>,
+    /// HMAC key for generic deliveries.
+    pub hmac: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    events: Vec<Event>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    action: String,
+    target: Option<Target>,
+    request: Option<EventRequest>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    repository: String,
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventRequest {
+    host: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generic {
+    repository: String,
+    tag: Option<String>,
+}
+
+/// A pushed repository named by a delivery: `(host if known, path)`.
+pub type PushedRepo = (Option<String>, String);
+
+/// Check a delivery's credentials and list the repositories it reports pushes to (pure).
+pub fn authenticate_and_parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &Secrets,
+) -> Result<Vec<PushedRepo>, WebhookError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Some(sig) = headers.get(SIGNATURE_HEADER) {
+        let key = secrets
+            .hmac
+            .as_deref()
+            .ok_or(WebhookError::Unauthorized("no hmacSecret configured"))?;
+        let hex_sig = sig
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("sha256="))
+            .ok_or(WebhookError::Unauthorized("signature must be sha256=<hex>"))?;
+        let raw =
+            hex::decode(hex_sig).map_err(|_| WebhookError::Unauthorized("signature is not hex"))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+            .map_err(|_| WebhookError::Unauthorized("bad key"))?;
+        mac.update(body);
+        mac.verify_slice(&raw)
+            .map_err(|_| WebhookError::Unauthorized("bad signature"))?;
+        let g: Generic =
+            serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
+        check_name(&g.repository)?;
+        if let Some(t) = &g.tag {
+            check_tag(t)?;
+        }
+        let (host, path) = match g.repository.split_once('/') {
+            Some((h, p)) if h.contains('.') || h.contains(':') => {
+                (Some(h.to_owned()), p.to_owned())
+            }
+            _ => (None, g.repository.clone()),
+        };
+        return Ok(vec![(host, path)]);
+    }
+    // Registry notifications: bearer token.
+    let token = secrets
+        .bearer
+        .as_deref()
+        .ok_or(WebhookError::Unauthorized("no bearerToken configured"))?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(WebhookError::Unauthorized("missing bearer token"))?;
+    if !ct_eq(given.as_bytes(), token.as_bytes()) {
+        return Err(WebhookError::Unauthorized("wrong bearer token"));
+    }
+    if !content_type.starts_with(EVENTS_MEDIA_TYPE) && !content_type.starts_with("application/json")
+    {
+        return Err(WebhookError::BadBody(format!(
+            "content type {content_type:?} is not {EVENTS_MEDIA_TYPE}"
+        )));
+    }
+    let env: Envelope =
+        serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
+    let mut out = Vec::new();
+    for ev in env.events.into_iter().filter(|e| e.action == "push") {
+        let Some(t) = ev.target else { continue };
+        check_name(&t.repository)?;
+        if let Some(tag) = &t.tag {
+            check_tag(tag)?;
+        }
+        out.push((ev.request.and_then(|r| r.host), t.repository));
+    }
+    if out.is_empty() {
+        return Err(WebhookError::NoPush);
+    }
+    Ok(out)
+}
+
+fn check_name(repo: &str) -> Result<(), WebhookError> {
+    let ok = !repo.is_empty()
+        && repo.len() <= 255
+        && repo
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(WebhookError::BadBody(
+            "repository name has invalid characters".into(),
+        ))
+    }
+}
+
+fn check_tag(tag: &str) -> Result<(), WebhookError> {
+    if crate::rewrite::valid_tag(tag) {
+        Ok(())
+    } else {
+        Err(WebhookError::BadBody("tag is not a valid tag".into()))
+    }
+}
+
+/// Image names whose repository a delivery names (pure).
+pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<String>, WebhookError> {
+    let mut out = BTreeSet::new();
+    for (host, path) in repos {
+        let found: Vec<&String> = config
+            .images
+            .iter()
+            .filter(|(_, img)| {
+                let (ihost, ipath) = crate::registry::split_repository(&img.repository);
+                ipath == path && host.as_deref().is_none_or(|h| h == ihost)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if found.is_empty() {
+            let shown = host
+                .as_ref()
+                .map_or_else(|| path.clone(), |h| format!("{h}/{path}"));
+            return Err(WebhookError::UnknownRepository(shown));
+        }
+        out.extend(found.into_iter().cloned());
+    }
+    Ok(out)
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
