@@ -77,3 +77,18 @@ pub fn try_git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_can_be_shared_across_threads_and_tasks() {
+        assert_send_sync::<crate::Registry>();
+        assert_send_sync::<crate::BareRepo>();
+        assert_send_sync::<crate::GitHttp>();
+        assert_send_sync::<crate::GitSsh>();
+        assert_send_sync::<crate::Scripted>();
+        assert_send_sync::<crate::SlackCapture>();
+    }
+}

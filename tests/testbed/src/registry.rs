@@ -401,8 +401,10 @@ impl Registry {
     fn with_api<T: Send>(&self, f: impl FnOnce(&Api) -> T + Send) -> T {
         thread::scope(|s| {
             s.spawn(|| {
+                // Only ever talks to this registry: skip loading the public root store.
                 let mut builder = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(30))
+                    .tls_built_in_root_certs(false)
                     .redirect(reqwest::redirect::Policy::none());
                 if let Some(ca) = &self.ca_file {
                     let pem = fs::read(ca).expect("read CA");
