@@ -6,6 +6,8 @@
 //! so they are safe to call from inside a tokio runtime. Do not keep servers in `static`s:
 //! statics are never dropped, so their processes would outlive the test binary.
 
+#![warn(missing_docs)]
+
 mod gitserv;
 mod http;
 mod proc;
