@@ -187,6 +187,10 @@ enum Open {
 
 struct Builder<'a> {
     src: &'a str,
+    /// `src` after a leading byte-order mark, which saphyr-parser would read as content.
+    body: &'a str,
+    /// Byte length of that mark (0 or 3).
+    base: usize,
     /// Byte offset of each char index; empty when the source is ASCII (identity).
     char_to_byte: Vec<usize>,
     stack: Vec<Open>,
@@ -196,17 +200,20 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(src: &'a str) -> Self {
+        let body = src.strip_prefix('\u{feff}').unwrap_or(src);
         // saphyr-parser's Marker::index counts characters, not bytes.
-        let char_to_byte = if src.is_ascii() {
+        let char_to_byte = if body.is_ascii() {
             Vec::new()
         } else {
-            src.char_indices()
+            body.char_indices()
                 .map(|(b, _)| b)
-                .chain(std::iter::once(src.len()))
+                .chain(std::iter::once(body.len()))
                 .collect()
         };
         Builder {
             src,
+            body,
+            base: src.len() - body.len(),
             char_to_byte,
             stack: Vec::new(),
             root: None,
@@ -216,10 +223,11 @@ impl<'a> Builder<'a> {
 
     fn byte_offset(&self, char_index: usize, span: &Span) -> Result<usize, YamlError> {
         let byte = if self.char_to_byte.is_empty() {
-            Some(char_index).filter(|&b| b <= self.src.len())
+            Some(char_index).filter(|&b| b <= self.body.len())
         } else {
             self.char_to_byte.get(char_index).copied()
         };
+        let byte = byte.map(|b| b + self.base);
         byte.ok_or_else(|| YamlError {
             line: span.start.line(),
             col: span.start.col() + 1,
@@ -247,7 +255,7 @@ impl<'a> Builder<'a> {
     }
 
     fn run(mut self) -> Result<Document, YamlError> {
-        for event in Parser::new_from_str(self.src) {
+        for event in Parser::new_from_str(self.body) {
             let (event, span) = event.map_err(|e| YamlError {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
@@ -534,6 +542,14 @@ mod tests {
             block.push_str("a:\n");
         }
         assert!(parse(&block).is_err());
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let src = "\u{feff}# é\nt: 'v1'\n";
+        let doc = parse(src).unwrap();
+        assert_eq!(&src[scalar(&doc, &["t"]).2], "'v1'");
+        assert_eq!(doc.line_of(&["t"]), Some(2));
     }
 
     #[test]

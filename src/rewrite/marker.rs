@@ -30,7 +30,9 @@ pub(super) fn comments(src: &str, scalars: &[Range<usize>]) -> Vec<Comment> {
             i = span.end;
             continue;
         }
-        let after_blank = i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\r');
+        let after_blank = i == 0
+            || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\r')
+            || src.get(..i) == Some("\u{feff}");
         if bytes[i] == b'#' && after_blank {
             let end = bytes[i..]
                 .iter()
@@ -134,6 +136,13 @@ mod tests {
             .map(|c| &src[c.span.clone()])
             .collect();
         assert_eq!(got, ["# yes", "# top", "# é"]);
+        let bom = "\u{feff}# first\n";
+        assert_eq!(
+            comments(bom, &[]),
+            [Comment {
+                span: 3..bom.len() - 1
+            }]
+        );
     }
 
     #[test]
