@@ -193,7 +193,7 @@ pub enum RewriteError {
         /// The offending value.
         value: String,
         /// The rule it breaks.
-        reason: String,
+        reason: &'static str,
     },
     /// A digest target exists but the update has no digest.
     #[error("{file}:{line}: image {image} has a digest target but no digest to write")]
@@ -348,12 +348,12 @@ pub fn rewrite(
 
 /// Validates everything an update would write before the file is even parsed.
 fn check_update(file: &str, u: &ImageUpdate) -> Result<(), RewriteError> {
-    let invalid = |what: ValueKind, value: &str, reason: &str| RewriteError::InvalidValue {
+    let invalid = |what: ValueKind, value: &str, reason: &'static str| RewriteError::InvalidValue {
         file: file.to_string(),
         image: u.image.clone(),
         what,
         value: value.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
     if !valid_repository(&u.repository) {
         return Err(invalid(

@@ -236,6 +236,7 @@ fn hostile_input_never_panics() {
 
 #[test]
 fn error_stays_small_enough_to_wrap() {
-    // Callers add context (an env name) around it; clippy's result_large_err limit is 128 bytes.
-    assert!(std::mem::size_of::<RewriteError>() <= 104);
+    // Callers wrap it with context (an env name, 24 bytes); clippy's result_large_err flags
+    // errors of 128 bytes and more.
+    assert!(std::mem::size_of::<RewriteError>() <= 96);
 }
