@@ -1,5 +1,6 @@
 //! Unit tests for the rewrite flow; byte-exact cases live in tests/testdata (golden).
 
+use super::targets::line_at;
 use super::*;
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -1,0 +1,209 @@
+//! Finding targets: setter markers and YAML paths, then the checks that make them unambiguous.
+
+use std::collections::BTreeMap;
+
+use crate::yamlspan::{Document, Node, NodeKind};
+
+use super::{Field, ImageUpdate, PathTargets, RewriteError, marker};
+
+/// One resolved target.
+pub(super) struct Hit<'d> {
+    /// Index into the updates.
+    pub update: usize,
+    /// Which field the target holds.
+    pub field: Field,
+    /// The target node.
+    pub node: &'d Node,
+    /// Line reported for the target (the marker's line, or the node's).
+    pub line: usize,
+}
+
+/// The path targets that are set, with their fields.
+pub(super) fn path_list(paths: &PathTargets) -> Vec<(Field, &str)> {
+    [
+        (Field::Full, &paths.full),
+        (Field::Name, &paths.name),
+        (Field::Tag, &paths.tag),
+        (Field::Digest, &paths.digest),
+    ]
+    .into_iter()
+    .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
+    .collect()
+}
+
+/// 1-based line of byte `offset`, counting CRLF, LF and lone CR as the parser does.
+pub(super) fn line_at(src: &str, offset: usize) -> usize {
+    let before = src.as_bytes().get(..offset).unwrap_or(src.as_bytes());
+    let mut line = 1;
+    for (i, &b) in before.iter().enumerate() {
+        if b == b'\n' || (b == b'\r' && before.get(i + 1) != Some(&b'\n')) {
+            line += 1;
+        }
+    }
+    line
+}
+
+/// Targets found through `{"$imagepolicy": …}` markers of requested policies.
+pub(super) fn marker_hits<'d>(
+    file: &str,
+    src: &str,
+    doc: &'d Document,
+    updates: &[ImageUpdate],
+) -> Result<Vec<Hit<'d>>, RewriteError> {
+    let mut hits = Vec::new();
+    let Some(root) = &doc.root else {
+        return Ok(hits);
+    };
+    if !updates.iter().any(|u| u.setter.is_some()) {
+        return Ok(hits);
+    }
+    // Value scalars and aliases by where their text ends, so a comment finds the value before it.
+    let mut spans = Vec::new();
+    let mut by_end: BTreeMap<usize, &'d Node> = BTreeMap::new();
+    root.walk(&mut |node, is_key| {
+        if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
+            spans.push(node.span.clone());
+            if !is_key && !node.span.is_empty() {
+                by_end.insert(node.span.end, node);
+            }
+        }
+    });
+    for comment in marker::comments(src, &spans) {
+        let text = src
+            .get(comment.span.start + 1..comment.span.end)
+            .unwrap_or_default();
+        let line = line_at(src, comment.span.start);
+        let bad = |reason: String| RewriteError::BadMarker {
+            file: file.to_string(),
+            line,
+            reason,
+        };
+        let requested = |policy: &str| {
+            updates
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.setter.as_deref() == Some(policy))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        let (policy, suffix) = match marker::parse(text) {
+            None => continue,
+            Some(marker::Marker::Malformed(reason)) => {
+                let named = updates
+                    .iter()
+                    .filter_map(|u| u.setter.as_deref())
+                    .find(|p| marker::mentions(text, p));
+                match named {
+                    Some(p) => return Err(bad(format!("{reason} (marker for {p})"))),
+                    None => continue,
+                }
+            }
+            Some(marker::Marker::Policy { policy, suffix }) => (policy, suffix),
+        };
+        let indices = requested(&policy);
+        if indices.is_empty() {
+            continue;
+        }
+        let field = marker::field(suffix.as_deref()).ok_or_else(|| {
+            bad(format!(
+                "unknown suffix {:?} (expected none, :tag, :name or :digest)",
+                suffix.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let before = src.get(..comment.span.start).unwrap_or_default();
+        let value_end = before.trim_end_matches([' ', '\t']).len();
+        let node = by_end
+            .get(&value_end)
+            .copied()
+            .filter(|_| value_end < comment.span.start)
+            .ok_or_else(|| bad("no scalar value before the marker on this line".to_string()))?;
+        for update in indices {
+            hits.push(Hit {
+                update,
+                field,
+                node,
+                line,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// Targets found through dotted YAML paths.
+pub(super) fn path_hits<'d>(
+    file: &str,
+    doc: &'d Document,
+    updates: &[ImageUpdate],
+) -> Result<Vec<Hit<'d>>, RewriteError> {
+    let mut hits = Vec::new();
+    for (i, update) in updates.iter().enumerate() {
+        for (field, path) in path_list(&update.paths) {
+            let steps: Vec<&str> = path.split('.').collect();
+            let node = doc.get(&steps).ok_or_else(|| RewriteError::NoTarget {
+                file: file.to_string(),
+                image: update.image.clone(),
+                detail: format!("path {path} ({field}) does not exist"),
+            })?;
+            hits.push(Hit {
+                update: i,
+                field,
+                node,
+                line: node.line,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+/// Every update has a target; no field is hit twice; no scalar is hit by two fields.
+pub(super) fn check_coverage(
+    file: &str,
+    updates: &[ImageUpdate],
+    hits: &[Hit<'_>],
+) -> Result<(), RewriteError> {
+    for (i, update) in updates.iter().enumerate() {
+        if !hits.iter().any(|h| h.update == i) {
+            // Paths that do not resolve already failed in path_hits.
+            let detail = match &update.setter {
+                Some(s) => format!("no {{\"$imagepolicy\": \"{s}[:tag|:name|:digest]\"}} marker"),
+                None => "no setter and no paths given".to_string(),
+            };
+            return Err(RewriteError::NoTarget {
+                file: file.to_string(),
+                image: update.image.clone(),
+                detail,
+            });
+        }
+    }
+    let mut by_field: BTreeMap<(usize, Field), Vec<usize>> = BTreeMap::new();
+    let mut by_node: BTreeMap<usize, (usize, Field)> = BTreeMap::new();
+    for hit in hits {
+        by_field
+            .entry((hit.update, hit.field))
+            .or_default()
+            .push(hit.line);
+    }
+    for ((update, field), mut lines) in by_field {
+        if lines.len() > 1 {
+            lines.sort_unstable();
+            return Err(RewriteError::DuplicateTarget {
+                file: file.to_string(),
+                image: updates[update].image.clone(),
+                field,
+                lines,
+            });
+        }
+    }
+    for hit in hits {
+        if let Some(&(update, field)) = by_node.get(&hit.node.span.start) {
+            return Err(RewriteError::OverlappingTargets {
+                file: file.to_string(),
+                line: hit.node.line,
+                first: format!("image {} {field}", updates[update].image),
+                second: format!("image {} {}", updates[hit.update].image, hit.field),
+            });
+        }
+        by_node.insert(hit.node.span.start, (hit.update, hit.field));
+    }
+    Ok(())
+}
