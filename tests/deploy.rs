@@ -761,3 +761,71 @@ fn subset_check_reports_dropped_and_changed_fields() {
         ]
     );
 }
+
+/// Every /etc/tagflow/... file that config/tagflow.yaml or the Deployment's flags name is
+/// mounted from a Secret volume, so a new credential in the config cannot be forgotten here.
+#[test]
+fn tagflow_deployment_mounts_every_credential_file_the_config_names() {
+    let config_text = fs::read_to_string(repo().join("config/tagflow.yaml")).expect("config");
+    let config = to_json(&serde_yaml::from_str(&config_text).expect("config YAML"));
+    let deploy_text =
+        fs::read_to_string(repo().join("flux/tagflow/deployment.yaml")).expect("read");
+    let deploy = to_json(&yaml_docs(&deploy_text)[0]);
+    let pod = at(&deploy, "spec.template.spec");
+    let container = &pod["containers"][0];
+
+    let mut wanted = BTreeSet::new();
+    collect_strings(&config, &mut |s| {
+        if s.starts_with("/etc/tagflow/") {
+            wanted.insert(s.to_owned());
+        }
+    });
+    for arg in container["args"].as_array().expect("args") {
+        if let Some((_, path)) = arg.as_str().and_then(|a| a.split_once("=/etc/tagflow/")) {
+            wanted.insert(format!("/etc/tagflow/{path}"));
+        }
+    }
+    assert!(
+        wanted.len() >= 4,
+        "expected git, registry and Slack files, got {wanted:?}"
+    );
+
+    let volumes: BTreeMap<&str, &Json> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| (v["name"].as_str().expect("volume name"), v))
+        .collect();
+    for file in &wanted {
+        let mount = container["volumeMounts"]
+            .as_array()
+            .expect("volumeMounts")
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| file.starts_with(&format!("{p}/")))
+            })
+            .unwrap_or_else(|| panic!("{file} is not under any volumeMount"));
+        let volume = volumes[mount["name"].as_str().expect("mount name")];
+        let secret = &volume["secret"];
+        assert!(secret.is_object(), "{file} is not mounted from a Secret");
+        assert_eq!(mount["readOnly"], true, "{file}");
+        if let Some(items) = secret["items"].as_array() {
+            let rel = &file[mount["mountPath"].as_str().unwrap_or_default().len() + 1..];
+            assert!(
+                items.iter().any(|i| i["path"] == rel),
+                "{file}: no item with path {rel}"
+            );
+        }
+    }
+}
+
+fn collect_strings(v: &Json, f: &mut impl FnMut(&str)) {
+    match v {
+        Json::String(s) => f(s),
+        Json::Array(a) => a.iter().for_each(|x| collect_strings(x, f)),
+        Json::Object(o) => o.values().for_each(|x| collect_strings(x, f)),
+        _ => {}
+    }
+}
