@@ -217,17 +217,17 @@ impl Agent {
                     self.registries.reset_clients();
                     mem.good = Some((Arc::new(cfg), head));
                 }
-                if mem.bad_alerted.take().is_some() {
+                let recovered = mem.bad_alerted.take().is_some();
+                let cfg = mem.good.as_ref().map(|(c, _)| c.clone());
+                drop(mem);
+                if recovered {
                     tracing::info!(commit = %gitops::short(head), "config is valid again");
-                    drop(mem);
                     self.post(&format!(
                         "tagflow: the config at {} is valid again; using it.",
                         gitops::short(head)
                     ));
                 }
-                let cfg = self
-                    .config()
-                    .ok_or_else(|| CycleError::Internal("config vanished".into()))?;
+                let cfg = cfg.ok_or_else(|| CycleError::Internal("config vanished".into()))?;
                 Ok((head, cfg))
             }
             Err(err) => {

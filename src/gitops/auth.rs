@@ -148,12 +148,15 @@ impl GitAuth {
             if host_key_known(&parse_known_hosts(&text), &remote.host, remote.port, key) {
                 Ok(CertificateCheckStatus::CertificateOk)
             } else {
-                Err(git2::Error::from_str(&format!(
+                // libgit2 replaces this message with its own generic one, so say it here too.
+                let why = format!(
                     "host key of {}{} is not in {}: refusing to connect",
                     remote.host,
                     remote.port.map(|p| format!(":{p}")).unwrap_or_default(),
                     file.display()
-                )))
+                );
+                tracing::error!("{why}");
+                Err(git2::Error::from_str(&why))
             }
         });
         cb

@@ -1,0 +1,293 @@
+//! Shared fixtures for tagflow's end-to-end tests: a config repo, a registry with images, and
+//! the real `tagflow` binary run as a process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testbed::{BareRepo, Registry};
+
+/// Build times used by the acceptance scenario: a1b2c3d (T1), b2c3d4e (T2), 0f1e2d3 (T3).
+pub const T1: &str = "2024-01-01T10:00:00Z";
+/// Second.
+pub const T2: &str = "2024-01-01T11:00:00Z";
+/// Newest.
+pub const T3: &str = "2024-01-01T12:00:00Z";
+
+/// A values file with one tag marker (so the expected diff is exactly one line).
+pub fn dev_values(repository: &str) -> String {
+    format!(
+        "# dev values\nimage:\n  repository: {repository}\n  tag: a1b2c3d # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  pullPolicy: IfNotPresent\nreplicaCount: 1\n"
+    )
+}
+
+/// A values file with tag and digest markers.
+pub fn pinned_values(repository: &str) -> String {
+    format!(
+        "image:\n  repository: {repository}\n  tag: a1b2c3d # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
+    )
+}
+
+/// Files a test writes for tagflow: secrets and the work dir, all in one temp dir.
+pub struct Local {
+    pub dir: tempfile::TempDir,
+}
+
+impl Local {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("tagflow-e2e-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    /// Write a file (mode 0600) and return its path.
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        p
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+}
+
+/// The registry block of a config for a testbed registry (CA, credentials, insecure as needed).
+pub fn registry_block(reg: &Registry, local: &Local) -> String {
+    let mut s = format!(
+        "registries:\n  - host: \"{}\"\n    rateLimit: 200\n    timeout: 10s\n",
+        reg.host
+    );
+    match &reg.ca_file {
+        Some(ca) => s.push_str(&format!("    caFile: {}\n", ca.display())),
+        None => s.push_str("    insecure: true\n"),
+    }
+    if let (Some(u), Some(p)) = (&reg.username, &reg.password) {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        let cfg = local.file(
+            "docker-config.json",
+            &format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.host),
+        );
+        s.push_str(&format!(
+            "    credentials:\n      dockerConfigFile: {}\n",
+            cfg.display()
+        ));
+    }
+    s
+}
+
+/// A whole config for image `app` at `<registry>/team/app` with one `dev` environment.
+pub fn config(reg: &Registry, local: &Local, policy: &str, extra: &str) -> String {
+    format!(
+        "interval: 1s\n{}images:\n  app:\n    repository: {}/team/app\n    policy: {policy}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n{extra}",
+        registry_block(reg, local),
+        reg.host
+    )
+}
+
+/// Push the three acceptance images.
+pub fn push_three(reg: &Registry) {
+    reg.push_image("team/app", "a1b2c3d", T1, Some("a1b2c3d"));
+    reg.push_image("team/app", "0f1e2d3", T3, Some("0f1e2d3"));
+    reg.push_image("team/app", "b2c3d4e", T2, Some("b2c3d4e"));
+}
+
+/// The repo URL for a bare repo on disk.
+pub fn file_url(repo: &BareRepo) -> String {
+    format!("file://{}", repo.path.display())
+}
+
+/// The tagflow binary built by cargo for these tests.
+pub fn tagflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tagflow"));
+    c.env_remove("TAGFLOW_REPO")
+        .env("TAGFLOW_LOG", "info,tagflow=debug");
+    c
+}
+
+/// Run a tagflow command to completion (2 minute guard) and return its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn tagflow");
+    wait_output(child, Duration::from_secs(120))
+}
+
+/// Wait for a child with a deadline; kill it if it overruns.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "tagflow overran {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `tagflow once` against `url` with a work dir and extra args.
+pub fn once(url: &str, local: &Local, extra: &[&str]) -> Output {
+    let mut c = tagflow();
+    c.args(["once", "--repo", url, "--workdir"])
+        .arg(local.workdir())
+        .args(extra);
+    run(&mut c)
+}
+
+/// Text of stderr (logs).
+pub fn logs(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success and return logs.
+pub fn ok(o: &Output) -> String {
+    let l = logs(o);
+    assert!(
+        o.status.success(),
+        "tagflow failed ({:?}):\n{l}\nstdout:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+    l
+}
+
+/// The last non-empty log line.
+pub fn last_line(o: &Output) -> String {
+    logs(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Poll until `f` returns Some or the deadline passes.
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `tagflow run` process, killed on drop.
+pub struct Running {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Running {
+    pub fn start(url: &str, local: &Local, extra: &[&str]) -> Self {
+        let port = testbed::free_port();
+        let log_path = local.dir.path().join(format!("run-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut c = tagflow();
+        c.args([
+            "run",
+            "--repo",
+            url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--workdir",
+        ])
+        .arg(local.workdir())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        let child = c.spawn().expect("spawn tagflow run");
+        Self {
+            child: Some(child),
+            port,
+            log_path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Wait for /readyz to answer 200.
+    pub fn wait_ready(&self) {
+        let ready = eventually(Duration::from_secs(60), || {
+            let r = reqwest::blocking::get(self.url("/readyz")).ok()?;
+            r.status().is_success().then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "tagflow run never became ready; logs:\n{}",
+            self.logs()
+        );
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tagflow did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Lines of a diff that add or remove content (not headers).
+pub fn changed_lines(diff: &str) -> Vec<String> {
+    diff.lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Path helper for readability.
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
