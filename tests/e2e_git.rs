@@ -1,0 +1,214 @@
+//! Git behaviour end to end: ordering by commit ancestry, and racing writers.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use tagflow::config::Author;
+use tagflow::gitops::{Checkout, Edit, GitAuth, Prepared, Pushed};
+use testbed::{BareRepo, Registry, RegistryOpts};
+
+/// Tags whose build times disagree with commit order are ordered by the commits; a tag whose
+/// commit is not on the branch is ignored.
+#[test]
+fn order_git_follows_commit_ancestry_not_build_time() {
+    let source = BareRepo::new(&[("main.go", "package main\n")]);
+    let c2 = source.commit_files("main", &[("main.go", "package main // 2\n")], "second");
+    let c3 = source.commit_files("main", &[("main.go", "package main // 3\n")], "third");
+    let off = source.commit_files("feature", &[("x.go", "package x\n")], "off the branch");
+    let c1 = source.log("main").last().expect("root").sha.clone();
+    let short = |s: &str| s[..7].to_owned();
+
+    let reg = Registry::start(RegistryOpts::default());
+    // Build times say c1 is newest and the off-branch commit newer still: both must lose.
+    reg.push_image("team/app", &short(&c1), "2024-01-01T13:00:00Z", None);
+    reg.push_image("team/app", &short(&c2), "2024-01-01T10:00:00Z", None);
+    reg.push_image("team/app", &short(&c3), "2024-01-01T11:00:00Z", None);
+    reg.push_image("team/app", &short(&off), "2024-01-01T14:00:00Z", None);
+
+    let local = Local::new();
+    let policy = format!(
+        "{{tags: '^[0-9a-f]{{7}}$', order: git}}\n    source: {{url: \"{}\", branch: main}}",
+        file_url(&source)
+    );
+    let repo = BareRepo::new(&[
+        ("config/tagflow.yaml", &config(&reg, &local, &policy, "")),
+        (
+            "envs/dev/patch.yaml",
+            &dev_values(&format!("{}/team/app", reg.host)),
+        ),
+    ]);
+    let out = once(&file_url(&repo), &local, &[]);
+    let l = ok(&out);
+    let dev = repo.read("main", "envs/dev/patch.yaml").expect("file");
+    assert!(
+        dev.contains(&format!("tag: {} #", short(&c3))),
+        "want head commit {}; got:\n{dev}\n{l}",
+        short(&c3)
+    );
+    assert!(l.contains("its commit is the branch head"), "{l}");
+
+    // A new commit on the branch without an image yet changes nothing; once its image is
+    // pushed (with an *older* build time), it wins.
+    let c4 = source.commit_files("main", &[("main.go", "package main // 4\n")], "fourth");
+    ok(&once(&file_url(&repo), &local, &[]));
+    assert!(
+        repo.read("main", "envs/dev/patch.yaml")
+            .expect("file")
+            .contains(&short(&c3))
+    );
+    reg.push_image("team/app", &short(&c4), "2023-06-01T00:00:00Z", None);
+    ok(&once(&file_url(&repo), &local, &[]));
+    assert!(
+        repo.read("main", "envs/dev/patch.yaml")
+            .expect("file")
+            .contains(&format!("tag: {} #", short(&c4)))
+    );
+}
+
+/// A writer that lands between tagflow's fetch and push forces a rejection: tagflow fetches,
+/// re-applies its values on top of that commit (same file, other line) and pushes — never forced.
+#[test]
+fn a_rejected_push_is_reapplied_on_the_new_head() {
+    let values =
+        "image:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\nreplicaCount: 1\n";
+    let repo = BareRepo::new(&[("envs/dev/patch.yaml", values)]);
+    let local = Local::new();
+    let checkout = Checkout::open(
+        &file_url(&repo),
+        "main",
+        &local.workdir(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    let mut calls = 0;
+    let result = checkout
+        .commit_and_push(&Author::default(), |snap| -> Result<_, std::io::Error> {
+            calls += 1;
+            if calls == 1 {
+                // Someone else edits the same file after our fetch.
+                repo.commit_files(
+                    "main",
+                    &[(
+                        "envs/dev/patch.yaml",
+                        &values.replace("replicaCount: 1", "replicaCount: 3"),
+                    )],
+                    "scale up",
+                );
+            }
+            let text = String::from_utf8(
+                snap.read("envs/dev/patch.yaml")
+                    .expect("read")
+                    .expect("exists"),
+            )
+            .expect("utf8");
+            let content = text.replace("a1b2c3d", "0f1e2d3").into_bytes();
+            Ok(Some(Prepared {
+                edits: vec![Edit {
+                    path: "envs/dev/patch.yaml".into(),
+                    content,
+                }],
+                message: "set tag".into(),
+                detail: (),
+            }))
+        })
+        .expect("pushed");
+    let Pushed::Committed { attempts, .. } = result else {
+        panic!("expected a commit")
+    };
+    assert_eq!(attempts, 2, "first push rejected, second accepted");
+    assert_eq!(calls, 2);
+    let log = repo.log("main");
+    assert_eq!(log.len(), 3);
+    assert_eq!(
+        (log[0].subject.as_str(), log[1].subject.as_str()),
+        ("set tag", "scale up")
+    );
+    assert_eq!(
+        log[0].parents,
+        vec![log[1].sha.clone()],
+        "ours sits on top of theirs"
+    );
+    let file = repo.read("main", "envs/dev/patch.yaml").expect("file");
+    assert!(
+        file.contains("tag: 0f1e2d3") && file.contains("replicaCount: 3"),
+        "{file}"
+    );
+}
+
+/// Many rounds of tagflow committing while another writer pushes as fast as it can: every
+/// commit of both writers ends up in the history and tagflow's values are applied.
+#[test]
+fn a_concurrent_writer_never_loses_a_commit() {
+    let reg = Registry::start(RegistryOpts::default());
+    reg.push_image("team/app", "a1b2c3d", T1, None);
+    let local = Local::new();
+    let repo = Arc::new(BareRepo::new(&[
+        (
+            "config/tagflow.yaml",
+            &config(&reg, &local, "{tags: '^[0-9a-f]{7}$', order: built}", ""),
+        ),
+        (
+            "envs/dev/patch.yaml",
+            &dev_values(&format!("{}/team/app", reg.host)),
+        ),
+    ]));
+    let rounds = 8;
+    let mut other = Vec::new();
+    let mut rejected = 0;
+    let mut last_tag = String::new();
+    for round in 0..rounds {
+        let tag = format!("{:07x}", 0xabc0000 + round);
+        reg.push_image(
+            "team/app",
+            &tag,
+            &format!("2024-02-01T00:{round:02}:00Z"),
+            None,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (repo, stop) = (repo.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut shas = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && i < 20 {
+                    let name = format!("notes/r{round}-{i}.txt");
+                    shas.push(repo.commit_files(
+                        "main",
+                        &[(&name, "x\n")],
+                        &format!("note {round}-{i}"),
+                    ));
+                    i += 1;
+                }
+                shas
+            })
+        };
+        let out = once(&file_url(&repo), &local, &[]);
+        stop.store(true, Ordering::Relaxed);
+        let l = ok(&out);
+        rejected += l.matches("push rejected").count();
+        other.extend(writer.join().expect("writer"));
+        last_tag = tag;
+    }
+    let log = repo.log("main");
+    let shas: std::collections::HashSet<&str> = log.iter().map(|c| c.sha.as_str()).collect();
+    for sha in &other {
+        assert!(
+            shas.contains(sha.as_str()),
+            "the other writer's commit {sha} was lost"
+        );
+    }
+    let ours = log.iter().filter(|c| c.author_name == "tagflow").count();
+    assert_eq!(ours, rounds as usize, "one tagflow commit per round");
+    let dev = repo.read("main", "envs/dev/patch.yaml").expect("file");
+    assert!(dev.contains(&format!("tag: {last_tag} #")), "{dev}");
+    // Linear history: nothing was force-pushed over (every commit has one parent but the root).
+    assert!(log.iter().all(|c| c.parents.len() <= 1));
+    eprintln!(
+        "{} other commits, {} tagflow commits, {rejected} rejected pushes re-applied",
+        other.len(),
+        ours
+    );
+}
