@@ -199,7 +199,11 @@ pub struct Running {
 
 impl Running {
     pub fn start(url: &str, local: &Local, extra: &[&str]) -> Self {
-        let port = testbed::free_port();
+        Self::start_at(testbed::free_port(), url, local, extra)
+    }
+
+    /// Start with the HTTP server on a chosen port (known before the registry starts).
+    pub fn start_at(port: u16, url: &str, local: &Local, extra: &[&str]) -> Self {
         let log_path = local.dir.path().join(format!("run-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut c = tagflow();
