@@ -267,9 +267,12 @@ async fn plan(args: &RepoArgs) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Reads a file of the repo being checked.
+type Reader = Box<dyn Fn(&str) -> Option<Vec<u8>>>;
+
 async fn check(args: &RepoArgs, dir: Option<&Path>) -> Result<std::process::ExitCode> {
     let config_path = args.config_path.clone();
-    let (text, read): (Vec<u8>, Box<dyn Fn(&str) -> Option<Vec<u8>>>) = match dir {
+    let (text, read): (Vec<u8>, Reader) = match dir {
         Some(d) => {
             let d = d.to_owned();
             let text = std::fs::read(d.join(&config_path))

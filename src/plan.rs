@@ -212,7 +212,7 @@ pub fn commit_message(
         let _ = writeln!(msg, "{} ({}:{})", describe(c), c.change.file, c.change.line);
     }
     msg.push('\n');
-    for ((env, img), _) in &moved {
+    for (env, img) in moved.keys() {
         if let Some(d) = desired.get(*img) {
             let _ = writeln!(
                 msg,

@@ -329,7 +329,6 @@ fn a_values_file_with_a_duplicate_key_changes_nothing() {
 /// `check` lists every problem with file:line and exits non-zero.
 #[test]
 fn check_names_file_and_line() {
-    let local = Local::new();
     let broken = "images:\n  app:\n    repository: r.example.com/team/app\n    policy: {tags: '([', order: built}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    colour: blue\n";
     let repo = BareRepo::new(&[
         ("config/tagflow.yaml", broken),

@@ -220,8 +220,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_owned()

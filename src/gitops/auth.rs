@@ -102,7 +102,7 @@ pub fn host_key_known(known: &[KnownHost], host: &str, port: Option<u16>, key: &
     };
     known
         .iter()
-        .any(|k| k.hosts.iter().any(|h| *h == name) && k.key == key)
+        .any(|k| k.hosts.contains(&name) && k.key == key)
 }
 
 impl GitAuth {

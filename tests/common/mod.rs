@@ -170,8 +170,7 @@ pub fn ok(o: &Output) -> String {
 pub fn last_line(o: &Output) -> String {
     logs(o)
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or_default()
         .to_owned()
 }
