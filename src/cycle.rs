@@ -20,6 +20,9 @@ use crate::plan::{self, Desired, EnvChange, PlanError};
 use crate::policy::{Facts, Policy};
 use crate::registry::{Registries, RegistryError};
 
+/// File in the work dir holding registry metadata (digest → build time, revision).
+const CACHE_FILE: &str = "registry-cache.json";
+
 /// Where the config repo is and how to reach it (the bootstrap flags).
 #[derive(Debug, Clone)]
 pub struct RepoOptions {
@@ -141,10 +144,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Agent {
-    /// A new agent; nothing is fetched until the first cycle.
+    /// A new agent; nothing is fetched until the first cycle. Registry metadata saved by an
+    /// earlier run in the work dir is reused.
     pub fn new(opts: RepoOptions, metrics: Arc<Metrics>, notifier: Option<Notifier>) -> Arc<Self> {
+        let registries = Arc::new(Registries::new(metrics.clone()));
+        let cache = opts.workdir.join(CACHE_FILE);
+        match std::fs::read(&cache) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(entries) => registries.import(entries),
+                Err(e) => {
+                    tracing::warn!(file = %cache.display(), error = %e, "ignoring an unreadable registry cache")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %cache.display(), error = %e, "ignoring an unreadable registry cache")
+            }
+        }
         Arc::new(Self {
-            registries: Arc::new(Registries::new(metrics.clone())),
+            registries,
             opts,
             metrics,
             notifier,
@@ -389,6 +407,7 @@ impl Agent {
     /// One full cycle: fetch, select, commit and push, notify.
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
         let result = self.cycle_inner(scope).await;
+        self.save_cache();
         match &result {
             Ok(r) if r.commit.is_some() => self.metrics.cycle("committed"),
             Ok(_) => self.metrics.cycle("unchanged"),
@@ -406,6 +425,27 @@ impl Agent {
             Err(e) => self.alert_once(&e.to_string()),
         }
         result
+    }
+
+    /// Save the registry metadata cache so the next run (or `once`) need not read it again.
+    fn save_cache(&self) {
+        let path = self.opts.workdir.join(CACHE_FILE);
+        let entries = self.registries.export();
+        if entries.is_empty() {
+            return;
+        }
+        let result = serde_json::to_vec(&entries)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+                    return Ok(());
+                }
+                std::fs::create_dir_all(&self.opts.workdir)?;
+                crate::rewrite::write_atomic(&path, &bytes)
+            });
+        if let Err(e) = result {
+            tracing::warn!(file = %path.display(), error = %e, "could not save the registry cache");
+        }
     }
 
     fn alert_once(&self, text: &str) {

@@ -227,10 +227,9 @@ fn a_registry_webhook_triggers_a_commit_without_waiting() {
     );
 }
 
-/// A registry that lists hostile tags (newlines, YAML syntax, 200 characters) cannot get them
-/// into a values file: they never qualify, and the newest valid tag is chosen.
-#[test]
-fn hostile_tags_never_reach_a_values_file() {
+/// An in-process registry serving `tags`, each resolving to one tiny image; the tags listing
+/// answers after `delay`. Returns the server and the manifest digest every tag points at.
+fn scripted_registry(tags: serde_json::Value, delay: Duration) -> (Scripted, String) {
     let config_blob =
         br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
             .to_vec();
@@ -246,6 +245,43 @@ fn hostile_tags_never_reach_a_values_file() {
         "sha256:{}",
         hex::encode(Sha256::digest(manifest.as_bytes()))
     );
+    let md = manifest_digest.clone();
+    let server = Scripted::start(move |req| {
+        if req.path.ends_with("/tags/list") {
+            Response::json(200, &serde_json::json!({"name": "team/app", "tags": tags}))
+                .delayed(delay)
+        } else if req.path.contains("/manifests/") {
+            Response::text(200, &manifest)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &md)
+        } else if req.path.contains("/blobs/") {
+            Response::new(200).body(config_blob.clone())
+        } else {
+            Response::new(404)
+        }
+    });
+    (server, manifest_digest)
+}
+
+fn scripted_repo(server: &Scripted) -> (BareRepo, String) {
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let cfg = format!(
+        "interval: 1h\nregistries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '.*', order: alphabetical}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n"
+    );
+    let values = pinned_values(&format!("{host}/team/app"));
+    (
+        BareRepo::new(&[
+            ("config/tagflow.yaml", &cfg),
+            ("envs/dev/patch.yaml", &values),
+        ]),
+        values,
+    )
+}
+
+/// A registry that lists hostile tags (newlines, YAML syntax, 200 characters) cannot get them
+/// into a values file: they never qualify, and the newest valid tag is chosen.
+#[test]
+fn hostile_tags_never_reach_a_values_file() {
     let long = "z".repeat(200);
     let tags = serde_json::json!([
         "a1b2c3d",
@@ -256,29 +292,8 @@ fn hostile_tags_never_reach_a_values_file() {
         "zzz\"q",
         "b2c3d4e"
     ]);
-    let (blob, md) = (config_blob.clone(), manifest_digest.clone());
-    let server = Scripted::start(move |req| {
-        if req.path.ends_with("/tags/list") {
-            Response::json(200, &serde_json::json!({"name": "team/app", "tags": tags}))
-        } else if req.path.contains("/manifests/") {
-            Response::text(200, &manifest)
-                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-                .header("Docker-Content-Digest", &md)
-        } else if req.path.contains("/blobs/") {
-            Response::new(200).body(blob.clone())
-        } else {
-            Response::new(404)
-        }
-    });
-    let host = server.base_url.trim_start_matches("http://").to_owned();
-    let cfg = format!(
-        "registries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '.*', order: alphabetical}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n"
-    );
-    let values = pinned_values(&format!("{host}/team/app"));
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &cfg),
-        ("envs/dev/patch.yaml", &values),
-    ]);
+    let (server, manifest_digest) = scripted_registry(tags, Duration::ZERO);
+    let (repo, values) = scripted_repo(&server);
     let local = Local::new();
     ok(&once(&file_url(&repo), &local, &[]));
     let dev = repo.read("main", "envs/dev/patch.yaml").expect("file");
@@ -295,4 +310,36 @@ fn hostile_tags_never_reach_a_values_file() {
         .map(testbed::Request::uri)
         .collect();
     assert!(asked.iter().all(|u| !u.contains("zz")), "{asked:?}");
+}
+
+/// SIGTERM in the middle of a cycle: the cycle (and its commit) finishes, then tagflow exits 0.
+#[test]
+fn sigterm_finishes_the_cycle_in_progress() {
+    let (server, _) = scripted_registry(serde_json::json!(["b2c3d4e"]), Duration::from_secs(2));
+    let (repo, _) = scripted_repo(&server);
+    let local = Local::new();
+    let mut run = Running::start(&file_url(&repo), &local, &[]);
+    // The tags listing is in flight (it answers after 2 s) when the signal arrives.
+    assert_eq!(
+        server.wait_for(1, Duration::from_secs(30)).len(),
+        1,
+        "{}",
+        run.logs()
+    );
+    let status = run.terminate();
+    assert!(status.success(), "{status:?}\n{}", run.logs());
+    assert!(
+        repo.read("main", "envs/dev/patch.yaml")
+            .expect("file")
+            .contains("tag: b2c3d4e #"),
+        "{}",
+        run.logs()
+    );
+    let logs = run.logs();
+    let committed = logs.find("cycle done: committed").expect("committed");
+    let signal = logs.find("signal received").expect("signal logged");
+    assert!(
+        signal < committed,
+        "the signal came first and the commit still landed:\n{logs}"
+    );
 }

@@ -428,3 +428,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn redact_url(u: &str) -> String {
     crate::secret::redact(&crate::secret::display_url(u))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_spaces_requests_at_the_configured_rate() {
+        let l = Limiter::new(2.0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            l.wait().await;
+        }
+        // The first request goes at once, the next four half a second apart (virtual time).
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+}

@@ -109,6 +109,23 @@ pub struct ImageMeta {
     pub revision: Option<String>,
 }
 
+/// One remembered resolution, as saved in the work dir between runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheEntry {
+    /// Repository.
+    pub repository: String,
+    /// Tag.
+    pub tag: String,
+    /// Platform the metadata was read for.
+    pub platform: String,
+    /// Digest the tag pointed at.
+    pub digest: String,
+    /// Build time.
+    pub created: Option<DateTime<Utc>>,
+    /// Revision label.
+    pub revision: Option<String>,
+}
+
 /// Clients per registry host, plus the metadata cache.
 #[derive(Debug)]
 pub struct Registries {
@@ -139,6 +156,51 @@ impl Registries {
             clients: Mutex::new(HashMap::new()),
             tags: Mutex::new(HashMap::new()),
             meta: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Everything remembered, for saving (sorted, so an unchanged cache saves the same bytes).
+    pub fn export(&self) -> Vec<CacheEntry> {
+        let tags = lock(&self.tags);
+        let meta = lock(&self.meta);
+        let mut out: Vec<CacheEntry> = meta
+            .iter()
+            .flat_map(|((digest, platform), m)| {
+                tags.iter()
+                    .filter(move |(_, d)| *d == digest)
+                    .map(move |((repo, tag), _)| CacheEntry {
+                        repository: repo.clone(),
+                        tag: tag.clone(),
+                        platform: platform.clone(),
+                        digest: digest.clone(),
+                        created: m.created,
+                        revision: m.revision.clone(),
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.repository, &a.tag, &a.platform).cmp(&(&b.repository, &b.tag, &b.platform))
+        });
+        out
+    }
+
+    /// Remember saved entries (entries with an invalid digest are skipped).
+    pub fn import(&self, entries: Vec<CacheEntry>) {
+        let mut tags = lock(&self.tags);
+        let mut meta = lock(&self.meta);
+        for e in entries
+            .into_iter()
+            .filter(|e| crate::rewrite::valid_digest(&e.digest))
+        {
+            tags.insert((e.repository, e.tag), e.digest.clone());
+            meta.insert(
+                (e.digest.clone(), e.platform),
+                ImageMeta {
+                    digest: e.digest,
+                    created: e.created,
+                    revision: e.revision,
+                },
+            );
         }
     }
 
