@@ -13,22 +13,14 @@ const BUILT: &str = "{tags: '^[0-9a-f]{7}$', order: built}";
 /// costs the registry nothing but the tags listing.
 #[test]
 fn built_order_commits_the_newest_build_once_then_only_lists_tags() {
-    let reg = Registry::start(RegistryOpts::default());
-    push_three(&reg);
-    let local = Local::new();
     let slack = SlackCapture::start();
-    let slack_file = local.file("slack-url", &slack.url);
-    let extra = format!(
-        "notify:\n  slack:\n    webhookUrl: {{file: {}}}\n",
-        p(&slack_file)
-    );
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&reg, &local, BUILT, &extra)),
-        (
-            "envs/dev/patch.yaml",
-            &dev_values(&format!("{}/team/app", reg.host)),
-        ),
-    ]);
+    let (reg, local, repo) = scenario(RegistryOpts::default(), dev_values, |local| {
+        let slack_file = local.file("slack-url", &slack.url);
+        format!(
+            "notify:\n  slack:\n    webhookUrl: {{file: {}}}\n",
+            p(&slack_file)
+        )
+    });
     let before = repo.head("main").expect("head");
     // Slack is having a bad minute: tagflow retries (honouring Retry-After) and the cycle is
     // unaffected.
@@ -96,16 +88,7 @@ fn built_order_commits_the_newest_build_once_then_only_lists_tags() {
 /// In the `run` loop, an unchanged repository costs exactly one tags request per cycle.
 #[test]
 fn idle_cycles_in_run_cost_one_tags_request_each() {
-    let reg = Registry::start(RegistryOpts::default());
-    push_three(&reg);
-    let local = Local::new();
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&reg, &local, BUILT, "")),
-        (
-            "envs/dev/patch.yaml",
-            &dev_values(&format!("{}/team/app", reg.host)),
-        ),
-    ]);
+    let (reg, local, repo) = scenario(RegistryOpts::default(), dev_values, |_| String::new());
     let mut run = Running::start(&file_url(&repo), &local, &[]);
     run.wait_ready();
     assert!(
@@ -149,20 +132,15 @@ fn idle_cycles_in_run_cost_one_tags_request_each() {
 /// TLS + basic auth registry (CA file, docker config.json), git over SSH with a deploy key.
 #[test]
 fn tls_auth_registry_and_git_over_ssh() {
-    let reg = Registry::start(RegistryOpts {
-        auth: true,
-        tls: true,
-        notify: None,
-    });
-    push_three(&reg);
-    let local = Local::new();
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&reg, &local, BUILT, "")),
-        (
-            "envs/dev/patch.yaml",
-            &pinned_values(&format!("{}/team/app", reg.host)),
-        ),
-    ]);
+    let (reg, local, repo) = scenario(
+        RegistryOpts {
+            auth: true,
+            tls: true,
+            notify: None,
+        },
+        pinned_values,
+        |_| String::new(),
+    );
     let ssh = GitSsh::start(&repo);
     let key = p(&ssh.key_file);
     let known = p(&ssh.known_hosts_file);
@@ -208,20 +186,15 @@ fn tls_auth_registry_and_git_over_ssh() {
 /// TLS + basic auth registry, git over smart HTTP with basic auth from a password file.
 #[test]
 fn tls_auth_registry_and_git_over_http() {
-    let reg = Registry::start(RegistryOpts {
-        auth: true,
-        tls: true,
-        notify: None,
-    });
-    push_three(&reg);
-    let local = Local::new();
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&reg, &local, BUILT, "")),
-        (
-            "envs/dev/patch.yaml",
-            &dev_values(&format!("{}/team/app", reg.host)),
-        ),
-    ]);
+    let (_reg, local, repo) = scenario(
+        RegistryOpts {
+            auth: true,
+            tls: true,
+            notify: None,
+        },
+        dev_values,
+        |_| String::new(),
+    );
     let http = GitHttp::start(&repo);
     let pw = local.file("git-password", &format!("{}\n", http.password));
     let out = once(
@@ -275,16 +248,7 @@ fn tls_auth_registry_and_git_over_http() {
 /// `plan` prints the diff and message and leaves the remote and the work dir as they were.
 #[test]
 fn plan_prints_the_diff_and_touches_nothing() {
-    let reg = Registry::start(RegistryOpts::default());
-    push_three(&reg);
-    let local = Local::new();
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&reg, &local, BUILT, "")),
-        (
-            "envs/dev/patch.yaml",
-            &dev_values(&format!("{}/team/app", reg.host)),
-        ),
-    ]);
+    let (_reg, local, repo) = scenario(RegistryOpts::default(), dev_values, |_| String::new());
     let head = repo.head("main");
     let mut c = tagflow();
     c.args(["plan", "--repo", &file_url(&repo), "--workdir"])

@@ -258,12 +258,6 @@ impl Client {
         url: &str,
         scope: &str,
     ) -> Result<Answer, RegistryError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| RegistryError::Setup("client closed".into()))?;
-        self.limiter.wait().await;
         let mut req = self.http.request(method, url).header(ACCEPT, wire::ACCEPT);
         if let Some(token) = self.token_for(scope).await {
             req = req.bearer_auth(token);
@@ -272,6 +266,21 @@ impl Client {
                 req = req.basic_auth(u, Some(p));
             }
         }
+        self.exchange(req, url).await
+    }
+
+    /// Send one request within the concurrency cap and rate limit, read it whole, count it.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Answer, RegistryError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RegistryError::Setup("client closed".into()))?;
+        self.limiter.wait().await;
         let result = read(req).await;
         let label = match &result {
             Ok(a) => a.status.as_u16().to_string(),
@@ -324,24 +333,11 @@ impl Client {
             }
             q.append_pair("scope", asked);
         }
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| RegistryError::Setup("client closed".into()))?;
-        self.limiter.wait().await;
         let mut req = self.http.get(url.clone());
         if let Some((u, p)) = &self.creds {
             req = req.basic_auth(u, Some(p));
         }
-        let result = read(req).await;
-        self.metrics.registry_request(
-            &self.host,
-            &result
-                .as_ref()
-                .map_or("error".to_owned(), |a| a.status.as_u16().to_string()),
-        );
-        let a = result.map_err(|e| self.transport(url.as_str(), e))?;
+        let a = self.exchange(req, url.as_str()).await?;
         if !a.status.is_success() {
             return Err(RegistryError::Unauthorized {
                 registry: self.host.clone(),

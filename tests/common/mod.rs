@@ -294,3 +294,33 @@ pub fn changed_lines(diff: &str) -> Vec<String> {
 pub fn p(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// The acceptance setup: a registry (`opts`) holding the three images, and a config repo whose
+/// config uses order `built` plus `extra` (made with the test's [`Local`]) and whose dev values
+/// file is `values(repository)`.
+pub fn scenario(
+    opts: testbed::RegistryOpts,
+    values: fn(&str) -> String,
+    extra: impl FnOnce(&Local) -> String,
+) -> (Registry, Local, BareRepo) {
+    let reg = Registry::start(opts);
+    push_three(&reg);
+    let local = Local::new();
+    let extra = extra(&local);
+    let repo = BareRepo::new(&[
+        (
+            "config/tagflow.yaml",
+            &config(
+                &reg,
+                &local,
+                "{tags: '^[0-9a-f]{7}$', order: built}",
+                &extra,
+            ),
+        ),
+        (
+            "envs/dev/patch.yaml",
+            &values(&format!("{}/team/app", reg.host)),
+        ),
+    ]);
+    (reg, local, repo)
+}
