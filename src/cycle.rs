@@ -177,7 +177,7 @@ impl Agent {
     }
 
     /// Run `f` on the bare clone in a blocking thread (libgit2 is synchronous).
-    async fn with_git<T: Send + 'static>(
+    pub(crate) async fn with_git<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Checkout) -> T + Send + 'static,
     ) -> Result<T, CycleError> {
@@ -281,7 +281,7 @@ impl Agent {
     }
 
     /// Post to Slack with the config in force, if Slack is configured.
-    fn post(&self, text: &str) {
+    pub(crate) fn post(&self, text: &str) {
         let (Some(n), Some(cfg)) = (&self.notifier, self.config()) else {
             return;
         };

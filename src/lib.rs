@@ -7,6 +7,7 @@
 pub mod config;
 pub mod cycle;
 pub mod gitops;
+pub mod infra;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

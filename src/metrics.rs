@@ -25,6 +25,33 @@ struct StageLabel {
     stage: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkspaceLabel {
+    workspace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkspaceResult {
+    workspace: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkspaceStage {
+    workspace: String,
+    stage: String,
+}
+
+/// The infra watcher's metrics.
+#[derive(Default)]
+struct Infra {
+    runs: Family<WorkspaceResult, Counter>,
+    failures: Family<WorkspaceStage, Counter>,
+    drift: Family<WorkspaceLabel, Gauge>,
+    last_run: Family<WorkspaceLabel, Gauge<f64, AtomicU64>>,
+    duration: Family<WorkspaceLabel, Gauge<f64, AtomicU64>>,
+}
+
 /// All of tagflow's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +62,7 @@ pub struct Metrics {
     webhooks: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     requests_total: AtomicU64,
+    infra: Infra,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,6 +103,32 @@ impl Metrics {
             "Unix time of the last successful cycle",
             last_success.clone(),
         );
+        let infra = Infra::default();
+        registry.register(
+            "infra_runs",
+            "Infra watcher runs, by workspace and result (clean, drift, applied, failed, skipped)",
+            infra.runs.clone(),
+        );
+        registry.register(
+            "infra_failures",
+            "Infra watcher failures, by workspace and stage (init, plan, timeout, …)",
+            infra.failures.clone(),
+        );
+        registry.register(
+            "infra_drift",
+            "1 while the workspace's last plan had changes, else 0",
+            infra.drift.clone(),
+        );
+        registry.register(
+            "infra_last_run_timestamp_seconds",
+            "Unix time the workspace's last run ended",
+            infra.last_run.clone(),
+        );
+        registry.register(
+            "infra_run_duration_seconds",
+            "Wall time of the workspace's last run",
+            infra.duration.clone(),
+        );
         Arc::new(Self {
             registry,
             cycles,
@@ -84,6 +138,7 @@ impl Metrics {
             webhooks,
             last_success,
             requests_total: AtomicU64::new(0),
+            infra,
         })
     }
 
@@ -138,6 +193,46 @@ impl Metrics {
     /// Record the time of a successful cycle.
     pub fn success_at(&self, unix_seconds: f64) {
         self.last_success.set(unix_seconds);
+    }
+
+    /// Record an infra run's result; `duration` (seconds) is absent for skipped runs.
+    pub fn infra_run(&self, workspace: &str, result: &str, duration: Option<f64>) {
+        self.infra
+            .runs
+            .get_or_create(&WorkspaceResult {
+                workspace: workspace.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        if let Some(d) = duration {
+            let w = WorkspaceLabel {
+                workspace: workspace.to_owned(),
+            };
+            self.infra.duration.get_or_create(&w).set(d);
+            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+            self.infra.last_run.get_or_create(&w).set(now);
+        }
+    }
+
+    /// Record whether a workspace's last plan had changes.
+    pub fn infra_drift(&self, workspace: &str, drift: bool) {
+        self.infra
+            .drift
+            .get_or_create(&WorkspaceLabel {
+                workspace: workspace.to_owned(),
+            })
+            .set(i64::from(drift));
+    }
+
+    /// Count an infra failure at a stage.
+    pub fn infra_failure(&self, workspace: &str, stage: &str) {
+        self.infra
+            .failures
+            .get_or_create(&WorkspaceStage {
+                workspace: workspace.to_owned(),
+                stage: stage.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -3,6 +3,7 @@
 //! Pure: text in, [`Config`] or a list of [`Problem`]s out. Each top-level entry is deserialized
 //! on its own so one broken image does not hide a broken environment.
 
+mod infra;
 mod schema;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
 pub use schema::*;
 
 use crate::yamlspan;
@@ -71,6 +73,7 @@ const TOP_LEVEL: &[&str] = &[
     "environments",
     "notify",
     "webhook",
+    "infra",
 ];
 
 /// Collects problems with lines looked up in the span tree.
@@ -215,6 +218,19 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         Some(_) => r.at(&["registries"], "registries: must be a list"),
     }
+    let mut infra = Vec::new();
+    match get("infra") {
+        None => {}
+        Some(Value::Sequence(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let idx = i.to_string();
+                if let Some(ws) = r.entry::<InfraConfig>(&["infra", &idx], item) {
+                    infra.push(ws);
+                }
+            }
+        }
+        Some(_) => r.at(&["infra"], "infra: must be a list of workspaces"),
+    }
     let images: BTreeMap<String, ImageConfig> = named_entries(&mut r, get("images"), "images");
     let environments: BTreeMap<String, EnvironmentConfig> =
         named_entries(&mut r, get("environments"), "environments");
@@ -227,8 +243,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         environments,
         notify,
         webhook,
+        infra,
     };
     validate::validate(&config, &mut r);
+    infra::validate(&config.infra, &mut r);
     if r.problems.is_empty() {
         Ok(config)
     } else {

@@ -25,6 +25,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Registry webhook authentication.
     pub webhook: WebhookConfig,
+    /// Terraform workspaces the infra watcher plans on a schedule.
+    pub infra: Vec<super::InfraConfig>,
 }
 
 /// `git:` section: how tagflow signs and words its commits.
