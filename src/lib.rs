@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod registry;
 pub mod rewrite;
+pub mod rollout;
 pub mod runner;
 pub mod secret;
 pub mod server;
