@@ -101,6 +101,18 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run `terraform plan` now for one infra workspace (or all) and print the drift summary and
+    /// plan id. No Slack, no apply. Exit 0 no drift, 2 drift, 1 error.
+    Drift {
+        /// Workspace name from `infra:`; all when omitted.
+        workspace: Option<String>,
+    },
+    /// Render an infra workspace's inventory from its current terraform outputs and commit it
+    /// if it changed (plans and applies nothing).
+    Inventory {
+        /// Workspace name from `infra:`.
+        workspace: String,
+    },
 }
 
 /// Log lines go through the secret redactor before reaching stderr.
@@ -194,6 +206,8 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Once => once(&cli.repo).await,
         Command::Plan => plan(&cli.repo).await,
         Command::Check { dir } => check(&cli.repo, dir.as_deref()).await,
+        Command::Drift { workspace } => drift(&cli.repo, workspace.as_deref()).await,
+        Command::Inventory { workspace } => inventory(&cli.repo, &workspace).await,
         Command::Run { listen } => run(&cli.repo, listen).await,
     }
 }
@@ -378,8 +392,11 @@ async fn run(args: &RepoArgs, listen: SocketAddr) -> Result<std::process::ExitCo
         tracing::info!("signal received: finishing the cycle in progress, then exiting");
         signals.cancel();
     });
+    let watcher = tokio::spawn(tagflow::infra::Watcher::new(agent.clone()).run(shutdown.clone()));
     tagflow::runner::run_loop(agent.clone(), shared, rx, shutdown.clone()).await;
     shutdown.cancel();
+    // Terraform runs in progress finish (each within its own timeout): an apply is never cut.
+    let _ = watcher.await;
     drop(agent);
     worker.flush(Duration::from_secs(10)).await;
     match http.await {
@@ -387,6 +404,64 @@ async fn run(args: &RepoArgs, listen: SocketAddr) -> Result<std::process::ExitCo
         Ok(Err(e)) => bail!("HTTP server failed: {e}"),
         Err(e) => bail!("HTTP server task failed: {e}"),
     }
+}
+
+/// `tagflow drift`: plan each workspace and print its summary. Uses the work dir (terraform's
+/// `.terraform/` is reused) but posts nothing and remembers nothing.
+async fn drift(args: &RepoArgs, only: Option<&str>) -> Result<std::process::ExitCode> {
+    let agent = Agent::new(repo_options(args, None)?, Metrics::new(), None);
+    let (_, cfg) = agent.refresh().await?;
+    let names: Vec<String> = match only {
+        Some(n) => vec![n.to_owned()],
+        None => cfg.infra.iter().map(|w| w.name.clone()).collect(),
+    };
+    if names.is_empty() {
+        println!("no infra workspaces configured");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let watcher = tagflow::infra::Watcher::new(agent);
+    let (mut drifted, mut failed) = (false, false);
+    for name in names {
+        match watcher.drift(&name).await {
+            Ok(p) => {
+                drifted |= p.summary.has_drift();
+                println!(
+                    "{name}: plan {} at {}: {}",
+                    p.summary.plan_id,
+                    tagflow::gitops::short(p.head),
+                    tagflow::secret::redact(&p.summary.render())
+                );
+            }
+            Err(e) => {
+                failed = true;
+                println!(
+                    "{name}: failed: {}",
+                    tagflow::secret::redact(&e.to_string())
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::FAILURE
+    } else if drifted {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// `tagflow inventory WORKSPACE`: render and commit the inventory from the current outputs.
+async fn inventory(args: &RepoArgs, name: &str) -> Result<std::process::ExitCode> {
+    let agent = Agent::new(repo_options(args, None)?, Metrics::new(), None);
+    let watcher = tagflow::infra::Watcher::new(agent);
+    match watcher.render_inventory(name).await? {
+        Some(c) => println!(
+            "{name}: inventory committed in {}",
+            tagflow::gitops::short(c)
+        ),
+        None => println!("{name}: inventory unchanged"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn wait_for_signal() {
