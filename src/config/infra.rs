@@ -96,9 +96,10 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// Check every workspace, recording each problem at its line.
-pub(super) fn validate(infra: &[InfraConfig], r: &mut Report<'_>) {
+/// `at[n]` is the position in the file's list of `infra[n]`.
+pub(super) fn validate(infra: &[InfraConfig], at: &[usize], r: &mut Report<'_>) {
     let mut names = BTreeSet::new();
-    for (i, ws) in infra.iter().enumerate() {
+    for (ws, &i) in infra.iter().zip(at) {
         let idx = i.to_string();
         let at = |f: &'static str| vec!["infra", idx.as_str(), f];
         let w = &ws.name;
@@ -132,7 +133,7 @@ pub(super) fn validate(infra: &[InfraConfig], r: &mut Report<'_>) {
             if let Err(why) = check_repo_path(f) {
                 r.at(
                     &at("varFiles"),
-                    format!("infra.{w}.varFiles: {f:?} {why} (relative to dir)"),
+                    format!("infra.{w}.varFiles: {f:?} must be a relative path inside dir ({why})"),
                 );
             }
         }
@@ -174,6 +175,67 @@ pub(super) fn validate(infra: &[InfraConfig], r: &mut Report<'_>) {
                     format!("infra.{w}.inventory.output: empty"),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{InfraMode, parse};
+
+    const BASE: &str = "images:\n  app:\n    repository: r.example.com/app\n    policy: {tags: '.*', order: semver}\nenvironments:\n  dev: {file: envs/dev.yaml}\n";
+
+    #[test]
+    fn the_commented_example_in_config_tagflow_yaml_is_valid() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tagflow.yaml"))
+                .expect("config/tagflow.yaml");
+        let start = text.find("# infra:").expect("the commented infra example");
+        let uncommented: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let whole = format!("{}{uncommented}\n", &text[..start]);
+        let c = parse("config/tagflow.yaml", &whole).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.infra.len(), 1);
+        assert_eq!(c.infra[0].mode, InfraMode::Approve);
+        assert_eq!(c.infra[0].timeout, std::time::Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn defaults_and_problems_with_lines() {
+        let ok =
+            format!("{BASE}infra:\n  - {{name: aws, dir: infra/aws, schedule: '0 0 * * * *'}}\n");
+        let c = parse("c.yaml", &ok).unwrap();
+        let ws = &c.infra[0];
+        assert_eq!(ws.mode, InfraMode::Detect, "auto only when set");
+        assert_eq!(ws.terraform_bin, "terraform");
+        assert!(ws.inventory.is_none());
+
+        let bad = format!(
+            "{BASE}infra:\n  - name: gcp\n    schedule: '0 0 * * * *'\n    dir: x\n    mode: yolo\n  - name: aws\n    dir: ../outside\n    schedule: '*/5 * * * *'\n  - name: aws\n    dir: infra/aws\n    schedule: '0 0 * * * *'\n    env:\n      TOKEN: {{file: a, env: B}}\n    varFiles: [/etc/x.tfvars]\n    inventory: {{output: inventory, file: ../hosts.yaml}}\n"
+        );
+        let problems: Vec<String> = parse("c.yaml", &bad)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let want = [
+            "c.yaml:11: infra.0.mode: unknown variant `yolo`",
+            "c.yaml:13: infra.aws.dir: \"../outside\" must not contain `..`",
+            "c.yaml:14: infra.aws.schedule: bad cron expression \"*/5 * * * *\" (six fields",
+            "c.yaml:15: infra: workspace aws is listed twice",
+            "c.yaml:19: infra.aws.env.TOKEN: a secret needs exactly one of `file` or `env`",
+            "c.yaml:20: infra.aws.varFiles: \"/etc/x.tfvars\" must be a relative path inside dir",
+            "c.yaml:21: infra.aws.inventory.file: \"../hosts.yaml\" must not contain `..`",
+        ];
+        for w in want {
+            assert!(
+                problems.iter().any(|p| p.starts_with(w)),
+                "missing {w:?} in {problems:#?}"
+            );
         }
     }
 }

@@ -219,6 +219,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         Some(_) => r.at(&["registries"], "registries: must be a list"),
     }
     let mut infra = Vec::new();
+    // Positions in the file, so problems of later entries keep their lines.
+    let mut infra_at = Vec::new();
     match get("infra") {
         None => {}
         Some(Value::Sequence(items)) => {
@@ -226,6 +228,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 let idx = i.to_string();
                 if let Some(ws) = r.entry::<InfraConfig>(&["infra", &idx], item) {
                     infra.push(ws);
+                    infra_at.push(i);
                 }
             }
         }
@@ -246,7 +249,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         infra,
     };
     validate::validate(&config, &mut r);
-    infra::validate(&config.infra, &mut r);
+    infra::validate(&config.infra, &infra_at, &mut r);
     if r.problems.is_empty() {
         Ok(config)
     } else {
