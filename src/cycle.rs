@@ -122,6 +122,8 @@ struct Memory {
     bad_alerted: Option<String>,
     /// The last cycle error reported to Slack, so a persisting failure is reported once.
     error_alerted: Option<String>,
+    /// Approvals and quarantine read with the last good config.
+    gates: Arc<config::Gates>,
 }
 
 /// Everything that outlives a cycle.
@@ -176,6 +178,11 @@ impl Agent {
         lock(&self.memory).good.as_ref().map(|(c, _)| c.clone())
     }
 
+    /// Approvals and quarantine read with the config in force.
+    pub fn gates(&self) -> Arc<config::Gates> {
+        lock(&self.memory).gates.clone()
+    }
+
     /// Run `f` on the bare clone in a blocking thread (libgit2 is synchronous).
     pub(crate) async fn with_git<T: Send + 'static>(
         &self,
@@ -206,27 +213,59 @@ impl Agent {
     /// Fetch and load the config at the new head, keeping the last good one if it is broken.
     pub async fn refresh(&self) -> Result<(Oid, Arc<Config>), CycleError> {
         let path = self.opts.config_path.clone();
-        let (head, text) = self
-            .with_git(move |c| -> Result<(Oid, Option<Vec<u8>>), GitError> {
+        let lists = [
+            config::sibling(&path, config::APPROVALS),
+            config::sibling(&path, config::QUARANTINE),
+        ];
+        let read_lists = lists.clone();
+        let (head, text, list_texts) = self
+            .with_git(move |c| -> Result<_, GitError> {
                 let head = c.fetch()?;
-                let text = c.snapshot(head)?.read(&path)?;
-                Ok((head, text))
+                let snap = c.snapshot(head)?;
+                let text = snap.read(&path)?;
+                let lists = [snap.read(&read_lists[0])?, snap.read(&read_lists[1])?];
+                Ok((head, text, lists))
             })
             .await??;
         let text = text.ok_or_else(|| CycleError::NoConfig(self.opts.config_path.clone()))?;
-        let parsed = std::str::from_utf8(&text)
-            .map_err(|_| ConfigError {
-                problems: vec![config::Problem {
-                    file: self.opts.config_path.clone(),
-                    line: None,
-                    message: "not UTF-8".into(),
-                }],
-            })
-            .and_then(|t| config::parse(&self.opts.config_path, t));
+        let utf8 = |file: &str, bytes: &[u8]| {
+            std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|_| ConfigError {
+                    problems: vec![config::Problem {
+                        file: file.to_owned(),
+                        line: None,
+                        message: "not UTF-8".into(),
+                    }],
+                })
+        };
+        let parsed = utf8(&self.opts.config_path, &text)
+            .and_then(|t| config::parse(&self.opts.config_path, &t))
+            .and_then(|cfg| {
+                let a = list_texts[0]
+                    .as_deref()
+                    .map(|b| utf8(&lists[0], b))
+                    .transpose()?;
+                let q = list_texts[1]
+                    .as_deref()
+                    .map(|b| utf8(&lists[1], b))
+                    .transpose()?;
+                let gates = config::parse_gates(
+                    &cfg,
+                    (&lists[0], a.as_deref()),
+                    (&lists[1], q.as_deref()),
+                )?;
+                Ok((cfg, gates))
+            });
+        let mut text = text;
+        for t in list_texts.iter().flatten() {
+            text.extend_from_slice(t);
+        }
         let hash = hex::encode(Sha256::digest(&text));
         match parsed {
-            Ok(cfg) => {
+            Ok((cfg, gates)) => {
                 let mut mem = lock(&self.memory);
+                mem.gates = Arc::new(gates);
                 let changed = mem.good.as_ref().is_none_or(|(old, _)| **old != cfg);
                 if changed {
                     if mem.good.is_some() {
@@ -288,7 +327,10 @@ impl Agent {
         let Some(slack) = &cfg.notify.slack else {
             return;
         };
-        match slack.webhook_url.read() {
+        let Some(webhook) = &slack.webhook_url else {
+            return;
+        };
+        match webhook.read() {
             Ok(url) => n.send(&url, text.to_owned()),
             Err(e) => tracing::warn!(error = %e, "cannot post to Slack"),
         }
@@ -331,7 +373,19 @@ impl Agent {
             .list_tags(cfg, &img.repository)
             .await
             .map_err(|e| e.to_string())?;
-        let qualified = policy.filter(tags.iter().map(String::as_str));
+        // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
+        let quarantined = self.gates().quarantined_tags(name);
+        let qualified: Vec<_> = policy
+            .filter(tags.iter().map(String::as_str))
+            .into_iter()
+            .filter(|q| {
+                let out = quarantined.contains(&q.tag);
+                if out {
+                    tracing::debug!(image = %name, tag = %q.tag, "tag skipped: quarantined");
+                }
+                !out
+            })
+            .collect();
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         match policy.order {
             Order::Built => {

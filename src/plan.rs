@@ -86,15 +86,41 @@ fn updates_for(
         .collect()
 }
 
+/// Desired images per environment: environment → image → desired.
+pub type PerEnv = BTreeMap<String, BTreeMap<String, Desired>>;
+
+/// Every environment that takes the policy's pick gets `desired`; environments with
+/// `promoteFrom` are left out (they only receive promotions, see [`plan_env_edits`]).
+pub fn policy_targets(config: &Config, desired: &BTreeMap<String, Desired>) -> PerEnv {
+    config
+        .environments
+        .iter()
+        .filter(|(_, env)| env.promote_from.is_none())
+        .map(|(name, _)| (name.clone(), desired.clone()))
+        .collect()
+}
+
 /// Rewrite every environment's file for the desired images; `None` when nothing changes.
 pub fn plan_edits(
     config: &Config,
     desired: &BTreeMap<String, Desired>,
     read: impl Fn(&str) -> Result<Option<Vec<u8>>, GitError>,
 ) -> Result<Option<Prepared<Vec<EnvChange>>>, PlanError> {
+    plan_env_edits(config, &policy_targets(config, desired), read)
+}
+
+/// Rewrite each environment's file for its own desired images; `None` when nothing changes.
+pub fn plan_env_edits(
+    config: &Config,
+    per_env: &PerEnv,
+    read: impl Fn(&str) -> Result<Option<Vec<u8>>, GitError>,
+) -> Result<Option<Prepared<Vec<EnvChange>>>, PlanError> {
     let mut edits = Vec::new();
     let mut changes = Vec::new();
     for (env_name, env) in &config.environments {
+        let Some(desired) = per_env.get(env_name) else {
+            continue;
+        };
         let updates = updates_for(config, env_name, desired);
         if updates.is_empty() {
             continue;
@@ -123,7 +149,7 @@ pub fn plan_edits(
     if edits.is_empty() {
         return Ok(None);
     }
-    let message = commit_message(&config.git.commit_subject, &changes, desired);
+    let message = commit_message(&config.git.commit_subject, &changes, per_env);
     Ok(Some(Prepared {
         edits,
         message,
@@ -180,15 +206,12 @@ pub fn describe(c: &EnvChange) -> String {
 }
 
 /// Commit message: a subject from the template, a line per change, and a trailer per image set.
-pub fn commit_message(
-    subject_template: &str,
-    changes: &[EnvChange],
-    desired: &BTreeMap<String, Desired>,
-) -> String {
+pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &PerEnv) -> String {
+    let desired_in = |env: &str, img: &str| per_env.get(env).and_then(|m| m.get(img));
     // Summarise by (env, image) → tag, so the subject says what moved, not which fields.
     let mut moved: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for c in changes {
-        if let Some(d) = desired.get(&c.change.image) {
+        if let Some(d) = desired_in(&c.env, &c.change.image) {
             moved.insert((c.env.as_str(), c.change.image.as_str()), d.tag.as_str());
         }
     }
@@ -213,7 +236,7 @@ pub fn commit_message(
     }
     msg.push('\n');
     for (env, img) in moved.keys() {
-        if let Some(d) = desired.get(*img) {
+        if let Some(d) = desired_in(env, img) {
             let _ = writeln!(
                 msg,
                 "Tagflow-Set: {env} {img} {}:{} {}",
@@ -323,5 +346,35 @@ mod tests {
             plan_edits(&config, &desired("a1b2c3d"), none),
             Err(PlanError::MissingFile { .. })
         ));
+    }
+
+    #[test]
+    fn promoted_envs_only_get_what_is_promoted_to_them() {
+        let cfg = CONFIG.replace(
+            "prod: {file: envs/prod/patch.yaml}",
+            "prod: {file: envs/prod/patch.yaml, promoteFrom: dev}",
+        );
+        let config = crate::config::parse("c", &cfg).expect("config");
+        let files = BTreeMap::from([
+            ("envs/dev/patch.yaml", DEV.to_owned()),
+            ("envs/prod/patch.yaml", DEV.to_owned()),
+        ]);
+        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let p = plan_edits(&config, &desired("0f1e2d3"), read)
+            .expect("plans")
+            .expect("changes");
+        assert_eq!(p.edits.len(), 1, "the policy's pick goes to dev only");
+        assert_eq!(p.edits[0].path, "envs/dev/patch.yaml");
+        let per_env = PerEnv::from([("prod".to_owned(), desired("b2c3d4e"))]);
+        let p = plan_env_edits(&config, &per_env, read)
+            .expect("plans")
+            .expect("changes");
+        assert_eq!(p.edits[0].path, "envs/prod/patch.yaml");
+        assert!(
+            p.message
+                .contains("Tagflow-Set: prod app r.example.com/team/app:b2c3d4e sha256:abab"),
+            "{}",
+            p.message
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! on its own so one broken image does not hide a broken environment.
 
 mod infra;
+mod rollout;
 mod schema;
 mod validate;
 
@@ -15,6 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
+pub use rollout::{
+    APPROVALS, AppendError, Approval, Expect, GateConfig, Gates, QUARANTINE, QuarantineEntry,
+    ReleaseRef, SmokeConfig, append_entry, parse_gates, sibling,
+};
 pub use schema::*;
 
 use crate::yamlspan;
@@ -250,6 +255,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
     validate::validate(&config, &mut r);
     infra::validate(&config.infra, &infra_at, &mut r);
+    rollout::validate(&config, &mut r);
     if r.problems.is_empty() {
         Ok(config)
     } else {

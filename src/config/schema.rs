@@ -213,6 +213,20 @@ pub struct EnvironmentConfig {
     pub file: String,
     /// Images written into this file; default every image, found by its setter markers.
     pub images: Option<BTreeMap<String, TargetConfig>>,
+    /// The Flux HelmRelease that deploys this environment; tagflow watches its status.
+    pub release: Option<super::rollout::ReleaseRef>,
+    /// HTTP check run once the release is Ready.
+    pub smoke: Option<super::rollout::SmokeConfig>,
+    /// Receive only tags that passed this other environment's gates (instead of the policy's pick).
+    pub promote_from: Option<String>,
+    /// Gates the `promoteFrom` environment's rollout must pass first.
+    pub gate: Option<super::rollout::GateConfig>,
+    /// Longest wait from tagflow's commit to the release being Ready.
+    #[serde(
+        default = "super::rollout::default_timeout",
+        with = "humantime_serde_compat"
+    )]
+    pub timeout: Duration,
 }
 
 /// How an image is found inside an environment's values file.
@@ -258,12 +272,23 @@ pub struct NotifyConfig {
     pub slack: Option<SlackConfig>,
 }
 
-/// Slack incoming webhook.
+/// Slack: an incoming webhook (flat messages) and/or a bot token (one thread per rollout).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SlackConfig {
     /// Incoming-webhook URL, by file or env var (it is a secret).
-    pub webhook_url: SecretRef,
+    pub webhook_url: Option<SecretRef>,
+    /// Bot token (`xoxb-…`) for the Web API, by file or env var.
+    pub bot_token: Option<SecretRef>,
+    /// Channel the bot posts to (`#deploys` or an id).
+    pub channel: Option<String>,
+    /// Web API base URL.
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api/".to_owned()
 }
 
 /// `webhook:` section: who may trigger scans.

@@ -194,14 +194,6 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
             }
         }
     }
-    if let Some(slack) = &c.notify.slack {
-        if let Err(e) = slack.webhook_url.validate() {
-            r.at(
-                &["notify", "slack", "webhookUrl"],
-                format!("notify.slack.webhookUrl: {e}"),
-            );
-        }
-    }
     for (key, s) in [
         ("bearerToken", &c.webhook.bearer_token),
         ("hmacSecret", &c.webhook.hmac_secret),
