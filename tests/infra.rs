@@ -581,7 +581,7 @@ exec {real} \"$@\"
         .repo
         .read("main", "config/tagflow.yaml")
         .unwrap()
-        .replace("timeout: 60s", "timeout: 8s");
+        .replace("timeout: 60s", "timeout: 15s");
     bed.repo.commit_files(
         "main",
         &[("config/tagflow.yaml", &cfg)],

@@ -239,3 +239,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod approvals_file {
+    use crate::config::{parse, parse_gates};
+
+    /// The rollout gates and the infra watcher share config/approvals.yaml.
+    #[test]
+    fn terraform_approvals_sit_beside_promotion_approvals() {
+        let base = "images:\n  app:\n    repository: r.example.com/app\n    policy: {tags: '.*', order: semver}\nenvironments:\n  dev: {file: envs/dev.yaml}\n";
+        let c = parse("c.yaml", base).unwrap();
+        let text = "terraform:\n  aws: \"1a2b3c4d5e6f\"\napprovals: []\n";
+        parse_gates(&c, ("config/approvals.yaml", Some(text)), ("q.yaml", None))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            crate::infra::decide::approval_for(text, "aws")
+                .unwrap()
+                .as_deref(),
+            Some("1a2b3c4d5e6f")
+        );
+    }
+}

@@ -206,7 +206,10 @@ fn parse_list<T: serde::de::DeserializeOwned>(
         Value::Null => {}
         Value::Mapping(m) => {
             for k in m.keys() {
-                if k.as_str() != Some(key) {
+                // approvals.yaml also holds `terraform: {WORKSPACE: PLAN_ID}`, the infra
+                // watcher's plan approvals, which it reads and checks itself.
+                let foreign = key == "approvals" && k.as_str() == Some("terraform");
+                if k.as_str() != Some(key) && !foreign {
                     let name = k.as_str().unwrap_or("?").to_owned();
                     r.at(&[&name], format!("unknown key `{name}`, expected `{key}`"));
                 }
