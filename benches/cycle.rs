@@ -9,7 +9,8 @@
 //!
 //! Knobs (environment): `TAGFLOW_BIN` (binary; default the release build cargo made for this
 //! bench), `TAGFLOW_BENCH_PUSH_BUDGET_SECS` (default 180), `TAGFLOW_BENCH_IMAGES` (default 100),
-//! `TAGFLOW_BENCH_TAGS` (default 100), `TAGFLOW_BENCH_PUSHES` (latency samples, default 50).
+//! `TAGFLOW_BENCH_TAGS` (default 100), `TAGFLOW_BENCH_PUSHES` (latency samples, default 50),
+//! `TAGFLOW_BENCH_LATENCY_ONLY` (set: run part 3 only).
 //! Every loop is bounded in count and time; every process started here is stopped by its id.
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ const PUSH_THREADS: usize = 8;
 /// Longest a single `tagflow once` may run before it is killed.
 const ONCE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest to wait for one pushed tag to be committed.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the bare repo's main is polled for the commit.
 const POLL: Duration = Duration::from_millis(20);
 /// `run`'s interval in the idle-cycle measurement.
@@ -68,6 +69,7 @@ fn bench() -> Result<()> {
     let big_images = env_num("TAGFLOW_BENCH_IMAGES", 100).clamp(1, 999);
     let big_tags = env_num("TAGFLOW_BENCH_TAGS", 100).clamp(2, 1000);
     let pushes = env_num("TAGFLOW_BENCH_PUSHES", 50).clamp(1, 1000);
+    let latency_only = std::env::var_os("TAGFLOW_BENCH_LATENCY_ONLY").is_some();
 
     println!("tagflow cycle benchmark: figures only, nothing here asserts a time");
     println!("binary      {}", bin.display());
@@ -83,6 +85,10 @@ fn bench() -> Result<()> {
         "policy      tags '^[0-9a-f]{{7}}$', order: built; one environment file holds every image"
     );
 
+    if latency_only {
+        section("3. Push -> commit latency through the registry webhook (`tagflow run`)");
+        return latency(&bin, pushes);
+    }
     section("1+2. tagflow once: wall time, peak RSS, registry requests");
     println!(
         "cold = first `once`: empty --workdir, every tag resolved, one commit;\n\
@@ -109,8 +115,13 @@ fn bench() -> Result<()> {
 
     section("2b. Idle cycle inside `tagflow run` (registry cache warm)");
     big.idle_run_cycle()?;
+    let t = Instant::now();
     drop(big);
     drop(small);
+    println!(
+        "\n(parts 1-2: servers stopped and their temp files removed in {:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
 
     section("3. Push -> commit latency through the registry webhook (`tagflow run`)");
     latency(&bin, pushes)?;
@@ -659,6 +670,8 @@ fn latency(bin: &Path, pushes: usize) -> Result<()> {
     let path = image_path(0);
     for k in 1..=pushes {
         let t = tag(k);
+        let log_mark = agent.log().len();
+        let req_mark = scenario.registry.requests().len();
         scenario
             .registry
             .push_image(&path, &t, &created(k), Some(&t));
@@ -693,7 +706,30 @@ fn latency(bin: &Path, pushes: usize) -> Result<()> {
                 samples.push(took);
                 head = h;
             }
-            None => missed += 1,
+            None => {
+                missed += 1;
+                let log = agent.log();
+                let reqs = scenario.registry.requests();
+                let reqs: Vec<String> = reqs
+                    .get(req_mark..)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| !r.uri.contains("/blobs/"))
+                    .map(|r| format!("{} {} {}", r.method, r.uri, r.status))
+                    .collect();
+                println!(
+                    "push {k} ({t}): no commit within {}s\n  tagflow log since the push:\n{}\n  \
+                     registry requests since the push, blobs left out (in completion order):\n    {}",
+                    COMMIT_TIMEOUT.as_secs(),
+                    log.get(log_mark..)
+                        .unwrap_or_default()
+                        .lines()
+                        .map(|l| format!("    {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    reqs.join("\n    ")
+                );
+            }
         }
     }
     drop(agent);
