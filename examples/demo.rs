@@ -67,7 +67,7 @@ fn demo() -> Result<()> {
     let bin = tagflow_bin()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
 
-    section("1. Servers on 127.0.0.1");
+    section("1. Registry on 127.0.0.1");
     let registry = Registry::start(RegistryOpts::default());
     let image = registry.image(IMAGE_PATH);
     println!(
