@@ -707,3 +707,57 @@ async fn drift_cli_prints_the_summary_and_never_a_sensitive_value() {
         done.texts
     );
 }
+
+/// The scheduler itself: a per-second cron runs the workspace repeatedly; the drift is still
+/// posted once, and shutdown waits for the run in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_runs_the_workspace_and_repeats_nothing() {
+    let bed = Bed::new(Opts::default()).await;
+    let cfg = bed
+        .repo
+        .read("main", "config/tagflow.yaml")
+        .unwrap()
+        .replace("'0 */30 * * * *'", "'* * * * * *'");
+    bed.repo.commit_files(
+        "main",
+        &[("config/tagflow.yaml", &cfg)],
+        "Plan every second",
+    );
+    bed.set_upstream_ip("10.0.0.9");
+    bed.agent.refresh().await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(bed.watcher.clone().run(stop.clone()));
+    let slack = &bed.slack;
+    let first = tokio::task::block_in_place(|| slack.wait_for(1, Duration::from_secs(120)));
+    assert_eq!(first.len(), 1, "no drift message from the scheduled runs");
+    // Let a few more scheduled runs happen (however many the machine manages).
+    let metrics = bed.agent.metrics.clone();
+    tokio::task::block_in_place(|| {
+        common::eventually(Duration::from_secs(120), || {
+            let text = metrics.encode();
+            let runs = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"tagflow_infra_runs_total{workspace="aws",result="drift"} "#)
+                })
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            (runs >= 3).then_some(())
+        })
+    })
+    .expect("three scheduled runs");
+    stop.cancel();
+    handle.await.unwrap();
+    assert!(
+        !bed.watcher.is_busy("aws"),
+        "shutdown waited for the run in progress"
+    );
+    let done = bed.finish().await;
+    assert_eq!(done.texts.len(), 1, "{:#?}", done.texts);
+    assert!(
+        done.texts[0].contains("terraform_data.cp"),
+        "{}",
+        done.texts[0]
+    );
+}
