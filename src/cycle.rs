@@ -20,6 +20,10 @@ use crate::plan::{self, Desired, EnvChange, PlanError};
 use crate::policy::{Facts, Policy};
 use crate::registry::{Registries, RegistryError};
 
+mod rollouts;
+
+pub use rollouts::{Deploy, RESYNC, promotions, register, wants_rollouts};
+
 /// File in the work dir holding registry metadata (digest → build time, revision).
 const CACHE_FILE: &str = "registry-cache.json";
 
@@ -60,6 +64,10 @@ pub struct Report {
     pub desired: BTreeMap<String, Desired>,
     /// Images that could not be scanned, with why.
     pub image_errors: Vec<(String, String)>,
+    /// Run again this soon (a rollout in flight wants to look again).
+    pub requeue: Option<Duration>,
+    /// Another replica leads: this cycle only read the config.
+    pub follower: bool,
 }
 
 /// A cycle that could not finish.
@@ -83,6 +91,11 @@ pub enum CycleError {
     /// A background task died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The config asks for rollouts but tagflow was started without a Lease.
+    #[error(
+        "the config has release/smoke/promoteFrom settings, which need Kubernetes: start `run` with --lease NAMESPACE/NAME"
+    )]
+    NoCluster,
 }
 
 impl CycleError {
@@ -124,6 +137,10 @@ struct Memory {
     error_alerted: Option<String>,
     /// Approvals and quarantine read with the last good config.
     gates: Arc<config::Gates>,
+    /// Rollout state as last loaded from or saved to the Lease (`None`: load it again).
+    state: Option<crate::rollout::State>,
+    /// HelmReleases being watched (`namespace/name`).
+    watched: BTreeSet<String>,
 }
 
 /// Everything that outlives a cycle.
@@ -139,6 +156,7 @@ pub struct Agent {
     pub notifier: Option<Notifier>,
     checkout: Arc<Mutex<Option<Checkout>>>,
     memory: Mutex<Memory>,
+    deploy: std::sync::OnceLock<Arc<Deploy>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,6 +188,7 @@ impl Agent {
             notifier,
             checkout: Arc::new(Mutex::new(None)),
             memory: Mutex::new(Memory::default()),
+            deploy: std::sync::OnceLock::new(),
         })
     }
 
@@ -333,6 +352,71 @@ impl Agent {
         match webhook.read() {
             Ok(url) => n.send(&url, text.to_owned()),
             Err(e) => tracing::warn!(error = %e, "cannot post to Slack"),
+        }
+    }
+
+    /// Say one step of a rollout: a reply in the thread of (image, tag) with the parent's status
+    /// line updated when a bot token is configured, else a flat webhook message.
+    fn rollout_post(&self, state: &crate::rollout::State, r: &crate::rollout::Rollout, text: &str) {
+        let (Some(n), Some(cfg)) = (&self.notifier, self.config()) else {
+            return;
+        };
+        let Some(slack) = &cfg.notify.slack else {
+            return;
+        };
+        let subject = format!("{} {}", r.image, r.pinned.tag);
+        let bot = match (&slack.bot_token, &slack.channel) {
+            (Some(token), Some(channel)) => match token.read() {
+                Ok(token) => Some(crate::notify::Bot {
+                    api_url: slack.api_url.clone(),
+                    token,
+                    channel: channel.clone(),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the Slack bot token; falling back to the webhook");
+                    None
+                }
+            },
+            _ => None,
+        };
+        match bot {
+            Some(bot) => {
+                let mut phases: BTreeMap<&str, String> = state
+                    .rollouts
+                    .values()
+                    .filter(|o| o.image == r.image && o.pinned.tag == r.pinned.tag)
+                    .map(|o| (o.env.as_str(), o.phase.to_string()))
+                    .collect();
+                phases.insert(r.env.as_str(), r.phase.to_string());
+                let status = format!(
+                    "tagflow: {subject} — {}",
+                    phases
+                        .iter()
+                        .map(|(e, p)| format!("{e}: {p}"))
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                );
+                n.thread(
+                    bot,
+                    &format!("{}:{}", r.image, r.pinned.tag),
+                    status,
+                    text.to_owned(),
+                );
+            }
+            None => self.post(&format!("tagflow: {subject}: {text}")),
+        }
+    }
+
+    fn notifier_threads(&self) -> BTreeMap<String, String> {
+        self.notifier
+            .as_ref()
+            .map(Notifier::threads)
+            .unwrap_or_default()
+    }
+
+    fn notifier_threads_seed(&self, state: &crate::rollout::State) {
+        if let Some(n) = &self.notifier {
+            n.seed_threads(&state.threads);
         }
     }
 
@@ -516,6 +600,25 @@ impl Agent {
 
     async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
         let (head, cfg) = self.refresh().await?;
+        if let Some(d) = self.deploy().cloned() {
+            if !d.elector.is_leader().await {
+                // Followers write nothing; the leader's state is read again on taking over.
+                lock(&self.memory).state = None;
+                return Ok(Report {
+                    head,
+                    commit: None,
+                    changes: Vec::new(),
+                    desired: BTreeMap::new(),
+                    image_errors: Vec::new(),
+                    requeue: None,
+                    follower: true,
+                });
+            }
+            return self.rollout_cycle(&d, head, cfg, scope).await;
+        }
+        if wants_rollouts(&cfg) {
+            return Err(CycleError::NoCluster);
+        }
         let (desired, image_errors) = self.select(&cfg, scope).await;
         if desired.is_empty() {
             return Ok(Report {
@@ -524,6 +627,8 @@ impl Agent {
                 changes: Vec::new(),
                 desired,
                 image_errors,
+                requeue: None,
+                follower: false,
             });
         }
         let author = cfg.git.author.clone();
@@ -571,6 +676,8 @@ impl Agent {
             changes,
             desired,
             image_errors,
+            requeue: None,
+            follower: false,
         })
     }
 

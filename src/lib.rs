@@ -4,10 +4,13 @@
 //! [`rewrite`], [`gitops`], [`notify`]; [`cycle`] runs them in order and [`server`] serves
 //! health, metrics and registry webhooks.
 
+pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod cycle;
 pub mod gitops;
 pub mod infra;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

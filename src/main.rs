@@ -88,6 +88,23 @@ enum Command {
         /// Address for the HTTP server.
         #[arg(long, env = "TAGFLOW_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Print each environment's rollout: tag, phase and since when (read from the Lease).
+    Status {
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Approve promoting TAG into ENV: append it to config/approvals.yaml, commit and push.
+    Approve {
+        /// Environment receiving the tag (one with `gate: {approval: true}`).
+        env: String,
+        /// The tag.
+        tag: String,
+        /// Image, when the environment carries several.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Run one cycle and exit: 0 when it finished (with or without a commit), 1 when it failed.
     Once,
@@ -113,6 +130,20 @@ enum Command {
         /// Workspace name from `infra:`.
         workspace: String,
     },
+}
+
+/// Leader election and rollout state (`run`, `status`).
+#[derive(Debug, Clone, clap::Args)]
+struct LeaseArgs {
+    /// Lease NAMESPACE/NAME for leader election and the rollout state; turns rollouts on.
+    #[arg(long, env = "TAGFLOW_LEASE")]
+    lease: Option<String>,
+    /// This replica's name in the Lease [default: $POD_NAME, else <hostname>-<pid>].
+    #[arg(long, env = "TAGFLOW_IDENTITY")]
+    identity: Option<String>,
+    /// Lease duration; a follower takes over at most 4/3 of it after the leader's last renewal.
+    #[arg(long, env = "TAGFLOW_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
 }
 
 /// Log lines go through the secret redactor before reaching stderr.
@@ -208,7 +239,11 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Check { dir } => check(&cli.repo, dir.as_deref()).await,
         Command::Drift { workspace } => drift(&cli.repo, workspace.as_deref()).await,
         Command::Inventory { workspace } => inventory(&cli.repo, &workspace).await,
-        Command::Run { listen } => run(&cli.repo, listen).await,
+        Command::Run { listen, lease } => run(&cli.repo, listen, &lease).await,
+        Command::Status { lease } => status(&lease).await,
+        Command::Approve { env, tag, image } => {
+            approve(&cli.repo, &env, &tag, image.as_deref()).await
+        }
     }
 }
 
@@ -319,7 +354,19 @@ async fn check(args: &RepoArgs, dir: Option<&Path>) -> Result<std::process::Exit
             return Ok(std::process::ExitCode::FAILURE);
         }
     };
-    let problems = tagflow::plan::check_targets(&config, |p| read(p));
+    let mut problems = tagflow::plan::check_targets(&config, |p| read(p));
+    let lists = [tagflow::config::APPROVALS, tagflow::config::QUARANTINE]
+        .map(|name| tagflow::config::sibling(&config_path, name));
+    let texts = lists
+        .clone()
+        .map(|f| read(&f).map(|b| String::from_utf8_lossy(&b).into_owned()));
+    if let Err(e) = tagflow::config::parse_gates(
+        &config,
+        (&lists[0], texts[0].as_deref()),
+        (&lists[1], texts[1].as_deref()),
+    ) {
+        problems.extend(e.problems.iter().map(ToString::to_string));
+    }
     for p in &problems {
         println!("{p}");
     }
@@ -359,14 +406,79 @@ fn fetch_all(opts: &RepoOptions) -> Result<std::collections::BTreeMap<String, Ve
             }
         }
         out.insert(opts.config_path.clone(), t);
+        for name in [tagflow::config::APPROVALS, tagflow::config::QUARANTINE] {
+            let path = tagflow::config::sibling(&opts.config_path, name);
+            if let Some(b) = snap.read(&path)? {
+                out.insert(path, b);
+            }
+        }
     }
     Ok(out)
 }
 
-async fn run(args: &RepoArgs, listen: SocketAddr) -> Result<std::process::ExitCode> {
+async fn status(lease: &LeaseArgs) -> Result<std::process::ExitCode> {
+    let name = lease
+        .lease
+        .as_deref()
+        .context("--lease (or TAGFLOW_LEASE) is required")?;
+    let (state, holder) = tagflow::control::read_state(name)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!("leader: {}", holder.as_deref().unwrap_or("(none)"));
+    print!(
+        "{}",
+        tagflow::rollout::status_text(&state, chrono::Utc::now())
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn approve(
+    args: &RepoArgs,
+    env: &str,
+    tag: &str,
+    image: Option<&str>,
+) -> Result<std::process::ExitCode> {
+    let scratch = Scratch::new("approve");
+    let agent = Agent::new(
+        repo_options(args, Some(scratch.0.clone()))?,
+        Metrics::new(),
+        None,
+    );
+    match agent.approve(env, tag, image).await? {
+        Some(c) => println!("approved {tag} for {env} in {}", tagflow::gitops::short(c)),
+        None => println!("{tag} is already approved for {env}"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run(
+    args: &RepoArgs,
+    listen: SocketAddr,
+    lease: &LeaseArgs,
+) -> Result<std::process::ExitCode> {
     let metrics = Metrics::new();
     let (notifier, worker) = notify::spawn();
     let agent = Agent::new(repo_options(args, None)?, metrics.clone(), Some(notifier));
+    let election_stop = CancellationToken::new();
+    let election = match &lease.lease {
+        Some(name) => {
+            let identity = lease
+                .identity
+                .clone()
+                .unwrap_or_else(tagflow::control::default_identity);
+            let (deploy, task) = tagflow::control::start(
+                name,
+                &identity,
+                lease.lease_duration,
+                election_stop.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            agent.set_deploy(deploy);
+            Some(task)
+        }
+        None => None,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let shared = Arc::new(server::Shared {
         metrics,
@@ -395,6 +507,11 @@ async fn run(args: &RepoArgs, listen: SocketAddr) -> Result<std::process::ExitCo
     let watcher = tokio::spawn(tagflow::infra::Watcher::new(agent.clone()).run(shutdown.clone()));
     tagflow::runner::run_loop(agent.clone(), shared, rx, shutdown.clone()).await;
     shutdown.cancel();
+    // After the last cycle: release the Lease so another replica takes over at once.
+    election_stop.cancel();
+    if let Some(task) = election {
+        let _ = task.await;
+    }
     // Terraform runs in progress finish (each within its own timeout): an apply is never cut.
     let _ = watcher.await;
     drop(agent);

@@ -16,15 +16,38 @@ const ATTEMPTS: u32 = 5;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
-struct Outgoing {
-    webhook_url: String,
-    text: String,
+enum Outgoing {
+    /// A flat message to an incoming webhook.
+    Webhook { webhook_url: String, text: String },
+    /// A reply in the thread of `key` (started with `status` if new), then the parent's status
+    /// line updated to `status`.
+    Thread {
+        bot: Bot,
+        key: String,
+        status: String,
+        text: String,
+    },
 }
+
+/// Where and as whom the Web API is called.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    /// Web API base, ending in `/`.
+    pub api_url: String,
+    /// Bot token.
+    pub token: String,
+    /// Channel name or id.
+    pub channel: String,
+}
+
+/// Thread parents by key: `channel-id ts`.
+type Threads = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
 
 /// Handle to the Slack worker.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     tx: mpsc::Sender<Outgoing>,
+    threads: Threads,
 }
 
 /// The worker's task; await it after dropping every [`Notifier`] to flush the queue.
@@ -41,6 +64,8 @@ impl Worker {
 /// Start the worker.
 pub fn spawn() -> (Notifier, Worker) {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUE);
+    let threads = Threads::default();
+    let worker_threads = threads.clone();
     let handle = tokio::spawn(async move {
         let http = match reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -53,38 +78,123 @@ pub fn spawn() -> (Notifier, Worker) {
             }
         };
         while let Some(msg) = rx.recv().await {
-            deliver(&http, &msg).await;
+            match msg {
+                Outgoing::Webhook { webhook_url, text } => {
+                    let body = serde_json::json!({ "text": crate::secret::redact(&text) });
+                    deliver(&http, &webhook_url, None, &body).await;
+                }
+                Outgoing::Thread {
+                    bot,
+                    key,
+                    status,
+                    text,
+                } => thread_reply(&http, &worker_threads, &bot, &key, &status, &text).await,
+            }
         }
     });
-    (Notifier { tx }, Worker(handle))
+    (Notifier { tx, threads }, Worker(handle))
 }
 
-async fn deliver(http: &reqwest::Client, msg: &Outgoing) {
-    let body = serde_json::json!({ "text": crate::secret::redact(&msg.text) });
+fn lock_threads(
+    t: &Threads,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn thread_reply(
+    http: &reqwest::Client,
+    threads: &Threads,
+    bot: &Bot,
+    key: &str,
+    status: &str,
+    text: &str,
+) {
+    let post = format!("{}chat.postMessage", bot.api_url);
+    let known = lock_threads(threads).get(key).cloned();
+    let parent = match known.as_deref().and_then(|v| v.split_once(' ')) {
+        Some((channel, ts)) => Some((channel.to_owned(), ts.to_owned())),
+        None => {
+            let body =
+                serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(status)});
+            let answer = deliver(http, &post, Some(&bot.token), &body).await;
+            let parent = answer.and_then(|a| {
+                Some((
+                    a.get("channel")?.as_str()?.to_owned(),
+                    a.get("ts")?.as_str()?.to_owned(),
+                ))
+            });
+            if let Some((c, ts)) = &parent {
+                lock_threads(threads).insert(key.to_owned(), format!("{c} {ts}"));
+            }
+            parent
+        }
+    };
+    let Some((channel, ts)) = parent else {
+        // No thread could be started: the step still gets said, flat.
+        let body = serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(&format!("{status}\n{text}"))});
+        deliver(http, &post, Some(&bot.token), &body).await;
+        return;
+    };
+    let reply = serde_json::json!({"channel": channel, "thread_ts": ts, "text": crate::secret::redact(text)});
+    deliver(http, &post, Some(&bot.token), &reply).await;
+    let update =
+        serde_json::json!({"channel": channel, "ts": ts, "text": crate::secret::redact(status)});
+    deliver(
+        http,
+        &format!("{}chat.update", bot.api_url),
+        Some(&bot.token),
+        &update,
+    )
+    .await;
+}
+
+/// POST `body`; retries 5xx, 429 (`Retry-After`) and Web API `ratelimited`; returns the Web API
+/// answer when it says `ok: true` (webhooks answer plain text: `Some(Null)`).
+async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Option<serde_json::Value> {
     for attempt in 1..=ATTEMPTS {
-        let wait = match http.post(&msg.webhook_url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
+        let mut req = http.post(url).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let wait = match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                if token.is_none() {
+                    return Some(serde_json::Value::Null);
+                }
+                let retry_after = retry_after(&r);
+                let answer: serde_json::Value = r.json().await.unwrap_or_default();
+                if answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+                    return Some(answer);
+                }
+                let error = answer
+                    .get("error")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("no ok in the answer");
+                if error != "ratelimited" {
+                    tracing::warn!(error, "Slack refused the message (ok: false); not retrying");
+                    return None;
+                }
+                retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt)))
+            }
             Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                let after = r
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|h| crate::registry::wire::retry_after(h, chrono::Utc::now()));
                 tracing::info!(
                     status = r.status().as_u16(),
                     attempt,
                     "Slack is busy; retrying"
                 );
-                after
-                    .unwrap_or(Duration::from_millis(500 * u64::from(attempt)))
-                    .min(MAX_WAIT)
+                retry_after(&r).unwrap_or(Duration::from_millis(500 * u64::from(attempt)))
             }
             Ok(r) => {
                 tracing::warn!(
                     status = r.status().as_u16(),
                     "Slack refused the message; not retrying"
                 );
-                return;
+                return None;
             }
             Err(e) => {
                 // reqwest errors carry the URL, which holds the webhook secret.
@@ -92,20 +202,54 @@ async fn deliver(http: &reqwest::Client, msg: &Outgoing) {
                 Duration::from_millis(500 * u64::from(attempt))
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(wait.min(MAX_WAIT)).await;
     }
     tracing::warn!("gave up on a Slack message after {ATTEMPTS} attempts");
+    None
+}
+
+fn retry_after(r: &reqwest::Response) -> Option<Duration> {
+    r.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| crate::registry::wire::retry_after(h, chrono::Utc::now()))
 }
 
 impl Notifier {
     /// Queue a message for the webhook URL; never waits.
     pub fn send(&self, webhook_url: &str, text: String) {
-        let out = Outgoing {
+        self.queue(Outgoing::Webhook {
             webhook_url: webhook_url.to_owned(),
             text,
-        };
+        });
+    }
+
+    /// Queue a reply in the thread of `key` and a status-line update of its parent; never waits.
+    pub fn thread(&self, bot: Bot, key: &str, status: String, text: String) {
+        self.queue(Outgoing::Thread {
+            bot,
+            key: key.to_owned(),
+            status,
+            text,
+        });
+    }
+
+    fn queue(&self, out: Outgoing) {
         if let Err(e) = self.tx.try_send(out) {
             tracing::warn!(reason = %e, "Slack queue full or closed; message dropped");
+        }
+    }
+
+    /// Known thread parents (`key` → `channel ts`), to store with the rollout state.
+    pub fn threads(&self) -> std::collections::BTreeMap<String, String> {
+        lock_threads(&self.threads).clone()
+    }
+
+    /// Seed thread parents from stored state (a new leader continues the same threads).
+    pub fn seed_threads(&self, known: &std::collections::BTreeMap<String, String>) {
+        let mut t = lock_threads(&self.threads);
+        for (k, v) in known {
+            t.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
 }

@@ -39,6 +39,9 @@ pub async fn run_loop(
                 failures = 0;
                 shared.ready.store(true, Ordering::Relaxed);
                 match r.commit {
+                    None if r.follower => {
+                        tracing::debug!("cycle done: following (another replica holds the Lease)")
+                    }
                     Some(c) => {
                         tracing::info!(commit = %crate::gitops::short(c), changes = r.changes.len(), "cycle done: committed")
                     }
@@ -53,10 +56,17 @@ pub async fn run_loop(
             }
         }
         let interval = config.map_or(DEFAULT_INTERVAL, |c| c.interval);
-        let delay = error_policy(&result, interval, failures);
+        let mut delay = error_policy(&result, interval, failures);
+        if let Ok(Some(soon)) = result.as_ref().map(|r| r.requeue) {
+            // A rollout in flight looks again sooner (never spinning: at least a second).
+            delay = delay.min(soon.max(Duration::from_secs(1)));
+        }
+        let wake = agent.deploy().map(|d| d.wake.clone());
         scope = tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => Scope::All,
+            // A HelmRelease changed or leadership moved.
+            () = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => Scope::All,
             Some(first) = triggers.recv() => {
                 // Coalesce a burst of pushes into one scan.
                 let mut images = first;

@@ -478,6 +478,24 @@ impl Checkout {
         }
     }
 
+    /// Whether `rev` (a full or abbreviated sha another system reports, e.g. Flux) names
+    /// `commit` or a descendant of it in the fetched history. Unknown revisions are `false`.
+    pub fn contains(&self, rev: &str, commit: &str) -> bool {
+        let (Ok(rev), Ok(commit)) = (
+            self.repo
+                .revparse_single(rev)
+                .and_then(|o| o.peel_to_commit()),
+            Oid::from_str(commit),
+        ) else {
+            return false;
+        };
+        rev.id() == commit
+            || self
+                .repo
+                .graph_descendant_of(rev.id(), commit)
+                .unwrap_or(false)
+    }
+
     /// Append a commit's one-line summary and author, for logs and `status`.
     pub fn describe(&self, commit: Oid) -> String {
         self.repo
