@@ -24,6 +24,37 @@ mod rollouts;
 
 pub use rollouts::{Deploy, RESYNC, promotions, register, wants_rollouts};
 
+/// How soon to rescan after a listed tag could not be read.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
+/// How often one unreadable tag triggers an early rescan before tagflow waits for the interval.
+const UNREADABLE_TRIES: u32 = 5;
+
+/// Tags a registry listed but answered 404 for. A registry notifies before a pushed manifest is
+/// readable, so a webhook scan can land in that gap; a few quick rescans close it, and the
+/// count keeps a permanently broken tag from causing a rescan every second.
+#[derive(Debug, Default)]
+struct Unreadable {
+    seen: BTreeMap<(String, String), u32>,
+    this_cycle: bool,
+}
+
+impl Unreadable {
+    fn note(&mut self, image: &str, tag: &str) {
+        let n = self
+            .seen
+            .entry((image.to_owned(), tag.to_owned()))
+            .or_insert(0);
+        *n += 1;
+        if *n <= UNREADABLE_TRIES {
+            self.this_cycle = true;
+        }
+    }
+
+    fn take_retry(&mut self) -> bool {
+        std::mem::take(&mut self.this_cycle)
+    }
+}
+
 /// File in the work dir holding registry metadata (digest → build time, revision).
 const CACHE_FILE: &str = "registry-cache.json";
 
@@ -156,6 +187,8 @@ pub struct Agent {
     pub notifier: Option<Notifier>,
     checkout: Arc<Mutex<Option<Checkout>>>,
     memory: Mutex<Memory>,
+    /// Tags listed but not readable yet, with how often that was seen (see `note_unreadable`).
+    unreadable: Mutex<Unreadable>,
     deploy: std::sync::OnceLock<Arc<Deploy>>,
 }
 
@@ -188,6 +221,7 @@ impl Agent {
             notifier,
             checkout: Arc::new(Mutex::new(None)),
             memory: Mutex::new(Memory::default()),
+            unreadable: Mutex::new(Unreadable::default()),
             deploy: std::sync::OnceLock::new(),
         })
     }
@@ -489,8 +523,11 @@ impl Agent {
                                 },
                             );
                         }
-                        // A tag deleted between listing and reading is simply not a candidate.
-                        Err(RegistryError::NotFound(_)) => {}
+                        // Listed but not readable: deleted since the listing, or — right after
+                        // a push notification — not stored yet. Not a candidate now; look again.
+                        Err(RegistryError::NotFound(_)) => {
+                            lock(&self.unreadable).note(name, &q.tag)
+                        }
                         Err(e) => return Err(e.to_string()),
                     }
                 }
@@ -544,7 +581,18 @@ impl Agent {
 
     /// One full cycle: fetch, select, commit and push, notify.
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
-        let result = self.cycle_inner(scope).await;
+        let mut result = self.cycle_inner(scope).await;
+        if let Ok(r) = &mut result {
+            if lock(&self.unreadable).take_retry() {
+                tracing::info!(
+                    "a listed tag is not readable yet (a push still landing?); looking again in 1s"
+                );
+                r.requeue = Some(
+                    r.requeue
+                        .map_or(UNREADABLE_RETRY, |d| d.min(UNREADABLE_RETRY)),
+                );
+            }
+        }
         self.save_cache();
         match &result {
             Ok(r) if r.commit.is_some() => self.metrics.cycle("committed"),
@@ -722,6 +770,21 @@ pub fn commit_link(repo_url: &str, commit: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_tag_asks_for_a_few_quick_rescans_then_stops() {
+        let mut u = Unreadable::default();
+        assert!(!u.take_retry());
+        for _ in 0..UNREADABLE_TRIES {
+            u.note("app", "abc1234");
+            assert!(u.take_retry());
+            assert!(!u.take_retry(), "taken once per cycle");
+        }
+        u.note("app", "abc1234");
+        assert!(!u.take_retry(), "gave up on this tag");
+        u.note("app", "def5678");
+        assert!(u.take_retry(), "another tag still counts");
+    }
 
     #[test]
     fn links_only_for_known_forges() {
