@@ -122,6 +122,9 @@ pub enum CycleError {
     /// A background task died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The Lease cannot be reached: nothing is written until it can.
+    #[error("{0}; writing nothing until the Lease can be renewed")]
+    Cluster(String),
     /// The config asks for rollouts but tagflow was started without a Lease.
     #[error(
         "the config has release/smoke/promoteFrom settings, which need Kubernetes: start `run` with --lease NAMESPACE/NAME"
@@ -135,7 +138,7 @@ impl CycleError {
         match self {
             Self::Git(e) => e.is_transient(),
             Self::Plan(PlanError::Git(e)) => e.is_transient(),
-            Self::Images(_) | Self::Internal(_) => true,
+            Self::Images(_) | Self::Internal(_) | Self::Cluster(_) => true,
             _ => false,
         }
     }
@@ -381,6 +384,10 @@ impl Agent {
             return;
         };
         let Some(webhook) = &slack.webhook_url else {
+            // Bot only: a flat message in the channel.
+            if let Some(bot) = bot_of(slack) {
+                n.flat(bot, text.to_owned());
+            }
             return;
         };
         match webhook.read() {
@@ -399,21 +406,7 @@ impl Agent {
             return;
         };
         let subject = format!("{} {}", r.image, r.pinned.tag);
-        let bot = match (&slack.bot_token, &slack.channel) {
-            (Some(token), Some(channel)) => match token.read() {
-                Ok(token) => Some(crate::notify::Bot {
-                    api_url: slack.api_url.clone(),
-                    token,
-                    channel: channel.clone(),
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the Slack bot token; falling back to the webhook");
-                    None
-                }
-            },
-            _ => None,
-        };
-        match bot {
+        match bot_of(slack) {
             Some(bot) => {
                 let mut phases: BTreeMap<&str, String> = state
                     .rollouts
@@ -652,6 +645,10 @@ impl Agent {
             if !d.elector.is_leader().await {
                 // Followers write nothing; the leader's state is read again on taking over.
                 lock(&self.memory).state = None;
+                if let Some(e) = d.elector.last_error().await {
+                    tracing::warn!(error = %e, "cannot reach the Lease");
+                    return Err(CycleError::Cluster(rollouts::KUBE_UNREACHABLE.to_owned()));
+                }
                 return Ok(Report {
                     head,
                     commit: None,
@@ -748,6 +745,24 @@ impl Agent {
             })
             .await??;
         Ok(out)
+    }
+}
+
+/// The Slack bot, when a token and a channel are configured and the token can be read.
+fn bot_of(slack: &config::SlackConfig) -> Option<crate::notify::Bot> {
+    let (Some(token), Some(channel)) = (&slack.bot_token, &slack.channel) else {
+        return None;
+    };
+    match token.read() {
+        Ok(token) => Some(crate::notify::Bot {
+            api_url: slack.api_url.clone(),
+            token,
+            channel: channel.clone(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Slack bot token");
+            None
+        }
     }
 }
 

@@ -91,6 +91,8 @@ struct Inner {
     observed: Option<(String, Instant)>,
     /// When our last write succeeded.
     renewed: Option<Instant>,
+    /// The last failure to reach the Lease, cleared by the next success.
+    error: Option<String>,
 }
 
 /// One replica's side of the election.
@@ -153,9 +155,20 @@ impl Elector {
             && inner.renewed.is_some_and(|at| at.elapsed() < self.duration)
     }
 
+    /// Why the Lease could not be reached at the last try, if it could not.
+    pub async fn last_error(&self) -> Option<String> {
+        self.inner.lock().await.error.clone()
+    }
+
     /// Read the Lease and renew, acquire or follow. Returns whether we lead afterwards.
     pub async fn tick(&self) -> Result<bool, LeaseError> {
         let mut inner = self.inner.lock().await;
+        let result = self.tick_locked(&mut inner).await;
+        inner.error = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    async fn tick_locked(&self, inner: &mut Inner) -> Result<bool, LeaseError> {
         let api_err = |action, source| LeaseError::Api {
             action,
             name: self.name.clone(),
@@ -179,7 +192,7 @@ impl Elector {
                 spec: Some(self.spec(None, 0)),
             };
             return match self.api.create(&PostParams::default(), &fresh).await {
-                Ok(l) => Ok(self.won(&mut inner, l)),
+                Ok(l) => Ok(self.won(inner, l)),
                 Err(e) if is_conflict(&e) => Ok(false),
                 Err(e) => Err(api_err("create", e)),
             };
@@ -226,7 +239,7 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &next)
             .await
         {
-            Ok(l) => Ok(self.won(&mut inner, l)),
+            Ok(l) => Ok(self.won(inner, l)),
             Err(e) if is_conflict(&e) => {
                 self.set_leader(false);
                 Ok(false)

@@ -19,6 +19,8 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 enum Outgoing {
     /// A flat message to an incoming webhook.
     Webhook { webhook_url: String, text: String },
+    /// A flat message through the Web API.
+    Flat { bot: Bot, text: String },
     /// A reply in the thread of `key` (started with `status` if new), then the parent's status
     /// line updated to `status`.
     Thread {
@@ -82,6 +84,16 @@ pub fn spawn() -> (Notifier, Worker) {
                 Outgoing::Webhook { webhook_url, text } => {
                     let body = serde_json::json!({ "text": crate::secret::redact(&text) });
                     deliver(&http, &webhook_url, None, &body).await;
+                }
+                Outgoing::Flat { bot, text } => {
+                    let body = serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(&text)});
+                    deliver(
+                        &http,
+                        &format!("{}chat.postMessage", bot.api_url),
+                        Some(&bot.token),
+                        &body,
+                    )
+                    .await;
                 }
                 Outgoing::Thread {
                     bot,
@@ -222,6 +234,11 @@ impl Notifier {
             webhook_url: webhook_url.to_owned(),
             text,
         });
+    }
+
+    /// Queue a flat message through the Web API; never waits.
+    pub fn flat(&self, bot: Bot, text: String) {
+        self.queue(Outgoing::Flat { bot, text });
     }
 
     /// Queue a reply in the thread of `key` and a status-line update of its parent; never waits.

@@ -22,6 +22,9 @@ use crate::lease::{Elector, LeaseError};
 use crate::plan::{self, Desired, EnvChange, PerEnv};
 use crate::rollout::{self, EnvPolicy, Observation, Phase, Pinned, Promotion, Rollout, State};
 
+/// How an unreachable API server is reported (details go to the log).
+pub const KUBE_UNREACHABLE: &str = "cannot reach the Kubernetes API";
+
 /// How often rollouts in flight are looked at when no watch event comes first.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
@@ -276,6 +279,10 @@ impl Agent {
         } else {
             self.save_state(d, &state).await;
         }
+        if errors.iter().any(|e| e == KUBE_UNREACHABLE) {
+            // Said the same way as a follower cut off from its Lease, so Slack hears it once.
+            return Err(CycleError::Cluster(KUBE_UNREACHABLE.to_owned()));
+        }
         let mut image_errors = image_errors;
         image_errors.extend(errors.into_iter().map(|e| ("rollouts".to_owned(), e)));
         Ok(Report {
@@ -426,7 +433,8 @@ impl Agent {
                             obs.release = Some(cluster::release_state(obj.as_ref(), reconciled));
                         }
                         Err(e) => {
-                            errors.push(e.to_string());
+                            tracing::warn!(error = %e, "cannot read the HelmRelease");
+                            errors.push(KUBE_UNREACHABLE.to_owned());
                             wake = min_wake(wake, Some(policy.resync));
                             continue;
                         }

@@ -10,12 +10,14 @@
 
 mod gitserv;
 mod http;
+mod kube;
 mod proc;
 mod registry;
 mod slack;
 
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
+pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};
 pub use proc::{find_bin, free_port, run, run_checked};
 pub use registry::{LoggedRequest, Registry, RegistryOpts, TlsFiles, make_tls};
 pub use slack::{CapturedRequest, SlackCapture};
