@@ -144,6 +144,58 @@ impl CycleError {
     }
 }
 
+/// A persisting error is summarised at most this often ("still failing, 12 times in 1h").
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
+
+/// Counts of one persisting error, for its summary (pure apart from the `now` passed in).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Repeats {
+    /// Failed cycles with this error, the first included.
+    pub count: u32,
+    /// Count when the last summary (or the first alert) went out.
+    said: u32,
+    /// When the last summary (or the first alert) went out.
+    at: Option<std::time::Instant>,
+}
+
+impl Repeats {
+    /// The first failure, alerted at `now`.
+    pub fn new(now: std::time::Instant) -> Self {
+        Self {
+            count: 1,
+            said: 1,
+            at: Some(now),
+        }
+    }
+
+    /// One more failed cycle with the same error.
+    pub fn failed_again(&mut self) {
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// "still failing, N times in 1h" once `every` has passed since the last word, if it failed
+    /// again meanwhile.
+    pub fn summary(&mut self, now: std::time::Instant, every: Duration) -> Option<String> {
+        let since = self.at?;
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < every || self.count == self.said {
+            return None;
+        }
+        let n = self.count - self.said;
+        self.said = self.count;
+        self.at = Some(now);
+        let span = humantime::format_duration(Duration::from_secs(elapsed.as_secs() / 60 * 60));
+        Some(format!(
+            "still failing, {n} time{} in {span}",
+            if n == 1 { "" } else { "s" }
+        ))
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
 /// How long to wait after a cycle (kube-runtime's error_policy).
 pub fn error_policy(
     result: &Result<Report, CycleError>,
@@ -169,6 +221,8 @@ struct Memory {
     bad_alerted: Option<String>,
     /// The last cycle error reported to Slack, so a persisting failure is reported once.
     error_alerted: Option<String>,
+    /// How often it repeated since, for the hourly summary.
+    repeats: Repeats,
     /// Approvals and quarantine read with the last good config.
     gates: Arc<config::Gates>,
     /// Rollout state as last loaded from or saved to the Lease (`None`: load it again).
@@ -596,8 +650,14 @@ impl Agent {
             Ok(r) if r.image_errors.is_empty() => {
                 self.metrics
                     .success_at(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                if lock(&self.memory).error_alerted.take().is_some() {
-                    self.post("tagflow: cycles succeed again.");
+                let mut mem = lock(&self.memory);
+                if mem.error_alerted.take().is_some() {
+                    let n = mem.repeats.count;
+                    drop(mem);
+                    self.post(&format!(
+                        "tagflow: cycles succeed again (after {n} failed cycle{}).",
+                        if n == 1 { "" } else { "s" }
+                    ));
                 }
             }
             Ok(r) => self.alert_once(&CycleError::Images(r.image_errors.clone()).to_string()),
@@ -629,10 +689,18 @@ impl Agent {
 
     fn alert_once(&self, text: &str) {
         let mut mem = lock(&self.memory);
+        let now = std::time::Instant::now();
         if mem.error_alerted.as_deref() == Some(text) {
+            mem.repeats.failed_again();
+            let summary = mem.repeats.summary(now, SUMMARY_EVERY);
+            drop(mem);
+            if let Some(s) = summary {
+                self.post(&format!("tagflow: {s}: {}", first_line(text)));
+            }
             return;
         }
         mem.error_alerted = Some(text.to_owned());
+        mem.repeats = Repeats::new(now);
         drop(mem);
         self.post(&format!(
             "tagflow: a cycle failed (reported once until it changes):\n```\n{text}\n```"
@@ -811,6 +879,33 @@ mod tests {
             commit_link("http://127.0.0.1:8080/git/config.git", "abc"),
             None
         );
+    }
+
+    #[test]
+    fn persisting_errors_are_summarised_hourly() {
+        let t0 = std::time::Instant::now();
+        let hour = Duration::from_secs(3600);
+        let mut r = Repeats::new(t0);
+        assert_eq!(
+            r.summary(t0 + hour, hour),
+            None,
+            "nothing new since the alert"
+        );
+        for _ in 0..12 {
+            r.failed_again();
+        }
+        assert_eq!(r.summary(t0 + hour / 2, hour), None, "not before the hour");
+        assert_eq!(
+            r.summary(t0 + hour, hour).as_deref(),
+            Some("still failing, 12 times in 1h")
+        );
+        r.failed_again();
+        assert_eq!(r.summary(t0 + hour + hour / 2, hour), None);
+        assert_eq!(
+            r.summary(t0 + hour * 2, hour).as_deref(),
+            Some("still failing, 1 time in 1h")
+        );
+        assert_eq!(r.count, 14);
     }
 
     #[test]

@@ -334,6 +334,8 @@ fn thread_texts(w: &World) -> (Vec<String>, Vec<testbed::CapturedRequest>) {
 #[test]
 fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
     let w = world("{soak: 3s, approval: true}");
+    // Slack rate-limits the first call: it is retried after Retry-After, nothing is lost.
+    w.slack.fail_next(&[(429, Some(1))]);
     let mut r = Replica::start(&w, "replica-a");
     wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &[&r]);
     assert!(
@@ -431,6 +433,7 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
         );
         at += found.unwrap() + 1;
     }
+    assert_eq!(w.slack.messages()[0].status, 429);
     let updates = w
         .slack
         .delivered()
