@@ -22,7 +22,7 @@ use crate::registry::{Registries, RegistryError};
 
 mod rollouts;
 
-pub use rollouts::{Deploy, RESYNC, promotions, register, wants_rollouts};
+pub use rollouts::{Deploy, RESYNC, Registered, promotions, register, wants_rollouts};
 
 /// How soon to rescan after a listed tag could not be read.
 const UNREADABLE_RETRY: Duration = Duration::from_secs(1);

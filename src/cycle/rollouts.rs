@@ -111,8 +111,17 @@ pub fn promotions(cfg: &Config, state: &State, gates: &config::Gates) -> PerEnv 
     out
 }
 
+/// What [`register`] changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Registered {
+    /// (env, image) of the rollouts that started.
+    pub started: Vec<(String, String)>,
+    /// Rollouts replaced before they finished, in their last state.
+    pub superseded: Vec<Rollout>,
+}
+
 /// What a commit (or an unchanged head) means for the state: new rollouts, superseded ones,
-/// promoted sources (pure). Returns (env, image) of the new rollouts.
+/// promoted sources (pure).
 pub fn register(
     cfg: &Config,
     state: &mut State,
@@ -121,8 +130,8 @@ pub fn register(
     commit: Option<Oid>,
     head: Oid,
     now: chrono::DateTime<Utc>,
-) -> Vec<(String, String)> {
-    let mut started = Vec::new();
+) -> Registered {
+    let mut out = Registered::default();
     for (env, images) in per_env {
         for (image, d) in images {
             let pinned = Pinned {
@@ -140,7 +149,10 @@ pub fn register(
             });
             if same && !changed_here {
                 // Nothing new here.
-            } else if existing.is_none() && !changed_here {
+            } else if existing.is_none()
+                && !changed_here
+                && !promoting(cfg, state, env, image, &pinned)
+            {
                 // First sight of this environment: what runs now is the baseline.
                 let mut r =
                     Rollout::committed(env, image, pinned.clone(), None, &head.to_string(), now);
@@ -156,8 +168,8 @@ pub fn register(
                     existing.filter(|r| !r.phase.is_terminal() && r.phase != Phase::Failed)
                 {
                     tracing::info!(env = %env, image = %image, old = %old.pinned.tag, new = %pinned.tag, "rollout superseded");
-                    // Superseded rollouts are dropped from the state with their last word.
-                    let _ = rollout::superseded(&old, now, &pinned.tag);
+                    out.superseded
+                        .push(rollout::superseded(&old, now, &pinned.tag));
                 }
                 let at = match (changed_here, commit) {
                     (true, Some(c)) => c,
@@ -167,7 +179,7 @@ pub fn register(
                 let r =
                     Rollout::committed(env, image, pinned.clone(), previous, &at.to_string(), now);
                 state.rollouts.insert(key.clone(), r);
-                started.push((env.clone(), image.clone()));
+                out.started.push((env.clone(), image.clone()));
             }
             // A promotion that is in git marks its source promoted.
             if let Some(src) = cfg
@@ -185,7 +197,17 @@ pub fn register(
             }
         }
     }
-    started
+    out
+}
+
+/// Whether `pinned` in (env, image) is a promotion of a healthy source not yet marked promoted
+/// (then the values in git are a promotion to watch, not a baseline).
+fn promoting(cfg: &Config, state: &State, env: &str, image: &str, pinned: &Pinned) -> bool {
+    cfg.environments
+        .get(env)
+        .and_then(|e| e.promote_from.as_deref())
+        .and_then(|src| state.get(src, image))
+        .is_some_and(|s| s.phase == Phase::Healthy && s.pinned == *pinned)
 }
 
 /// The tag and digest an environment's file had before this commit, from the change list.
@@ -269,9 +291,12 @@ impl Agent {
         } else {
             self.commit_plan(&cfg, &per_env).await?
         };
-        let started = register(&cfg, &mut state, &per_env, &changes, commit, at, now);
+        let reg = register(&cfg, &mut state, &per_env, &changes, commit, at, now);
+        for old in &reg.superseded {
+            self.rollout_post(&state, old, &format!("{}: {}", old.env, old.reason));
+        }
         if let Some(c) = commit {
-            self.announce_commit(&cfg, &state, &started, &changes, c);
+            self.announce_commit(&cfg, &state, &reg.started, &changes, c);
         }
         let (wake, errors) = self.advance(&cfg, d, &gates, &mut state).await;
         if state == before {
@@ -722,3 +747,6 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
