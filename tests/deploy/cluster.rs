@@ -1,25 +1,20 @@
-//! A throwaway Kubernetes control plane for the deploy tests: etcd + kube-apiserver (built by
-//! scripts/install-deploy-deps) on free loopback ports, driven with kubectl.
+//! A throwaway Kubernetes control plane for the deploy tests: etcd + kube-apiserver
+//! (`testbed::KubeApi`, built by scripts/install-deploy-deps) on free loopback ports, driven
+//! with kubectl.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
-use tempfile::TempDir;
+use testbed::KubeApi;
 
 use crate::support::{
-    TOOL_TIMEOUT, cached_tool, check_subset, object_key, repo, run, run_ok, system_tool, to_json,
-    yaml_docs, yaml_files,
+    TOOL_TIMEOUT, cached_tool, check_subset, object_key, repo, run, run_ok, to_json, yaml_docs,
+    yaml_files,
 };
-
-/// From spawning etcd + kube-apiserver to `/readyz` answering ok (~5 s when idle).
-const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 // kube-apiserver + etcd
 
@@ -28,175 +23,29 @@ const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// what the API server accepts.
 pub struct Cluster {
     kubectl: PathBuf,
-    kubeconfig: PathBuf,
-    dir: TempDir,
-    apiserver: Option<Child>,
-    etcd: Option<Child>,
+    api: KubeApi,
 }
-
-const ADMIN_TOKEN: &str = "tagflow-test-admin-token";
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let mut last = String::new();
-        // Ports are picked free, then bound by the servers; another process can take one in
-        // between, so a failed start is retried on new ports.
-        for _ in 0..3 {
-            match Cluster::try_start() {
-                Ok(c) => return c,
-                Err(e) => last = e,
-            }
-        }
-        panic!("kube-apiserver did not start:\n{last}");
-    }
-
-    pub fn try_start() -> Result<Cluster, String> {
-        let apiserver_bin = cached_tool("kube-apiserver");
-        let etcd_bin = system_tool("etcd");
-        let openssl = system_tool("openssl");
-        let dir = tempfile::Builder::new()
-            .prefix("tagflow-deploy-kube-")
-            .tempdir()
-            .expect("tempdir");
-        let d = dir.path();
-        let key = d.join("sa.key");
-        let public = d.join("sa.pub");
-        run_ok(
-            Command::new(&openssl)
-                .args(["genrsa", "-out"])
-                .arg(&key)
-                .arg("2048"),
-            None,
-            TOOL_TIMEOUT,
-        );
-        run_ok(
-            Command::new(&openssl)
-                .args(["rsa", "-pubout", "-in"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&public),
-            None,
-            TOOL_TIMEOUT,
-        );
-        fs::write(
-            d.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
-        )
-        .expect("tokens");
-
-        let [client, peer, secure] = [free_port(), free_port(), free_port()];
-        let mut cluster = Cluster {
+        // No controller-manager creates the namespaces' default ServiceAccounts, which this
+        // admission plugin would require of every Pod (the chart's helm test Pod).
+        let api = KubeApi::start_with(&["--disable-admission-plugins=ServiceAccount"]);
+        Cluster {
             kubectl: cached_tool("kubectl"),
-            kubeconfig: d.join("kubeconfig"),
-            apiserver: None,
-            etcd: None,
-            dir,
-        };
-        let d = cluster.dir.path();
-        cluster.etcd = Some(spawn_logged(
-            Command::new(etcd_bin)
-                .arg("--name=test")
-                .arg(format!("--data-dir={}", d.join("etcd").display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-                ))
-                .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
-                .arg("--listen-metrics-urls=")
-                .arg("--log-level=warn"),
-            &d.join("etcd.log"),
-        ));
-        let path = |name: &str| d.join(name).display().to_string();
-        cluster.apiserver = Some(spawn_logged(
-            Command::new(apiserver_bin)
-                .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
-                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-                .arg(format!("--secure-port={secure}"))
-                .arg(format!("--cert-dir={}", path("certs")))
-                .arg(format!("--token-auth-file={}", path("tokens.csv")))
-                .arg("--authorization-mode=RBAC")
-                .arg("--service-account-issuer=https://kubernetes.default.svc")
-                .arg(format!("--service-account-key-file={}", path("sa.pub")))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    path("sa.key")
-                ))
-                .arg("--api-audiences=https://kubernetes.default.svc")
-                .arg("--service-cluster-ip-range=10.96.0.0/24")
-                .arg("--enable-priority-and-fairness=false")
-                .arg("--endpoint-reconciler-type=none")
-                // No controller-manager creates the namespaces' default ServiceAccounts, which
-                // this plugin would require of every Pod (the chart's helm test Pod).
-                .arg("--disable-admission-plugins=ServiceAccount"),
-            &d.join("apiserver.log"),
-        ));
-        fs::write(
-            &cluster.kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\n\
-                 clusters: [{{name: test, cluster: {{server: \"https://127.0.0.1:{secure}\", insecure-skip-tls-verify: true}}}}]\n\
-                 users: [{{name: admin, user: {{token: {ADMIN_TOKEN}}}}}]\n\
-                 contexts: [{{name: test, context: {{cluster: test, user: admin}}}}]\n\
-                 current-context: test\n"
-            ),
-        )
-        .expect("kubeconfig");
-
-        let deadline = Instant::now() + APISERVER_READY_TIMEOUT;
-        loop {
-            let out = run(
-                cluster.kubectl().args(["get", "--raw", "/readyz"]),
-                None,
-                TOOL_TIMEOUT,
-            );
-            if out.status.success() && out.stdout == b"ok" {
-                return Ok(cluster);
-            }
-            let exited = [
-                ("etcd", &mut cluster.etcd),
-                ("kube-apiserver", &mut cluster.apiserver),
-            ]
-            .into_iter()
-            .find_map(|(name, child)| Some((name, child.as_mut()?.try_wait().expect("wait")?)));
-            if let Some((name, status)) = exited {
-                return Err(format!("{name} exited ({status}):\n{}", cluster.logs()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "not ready after {APISERVER_READY_TIMEOUT:?}:\n{}",
-                    cluster.logs()
-                ));
-            }
-            thread::sleep(Duration::from_millis(250));
+            api,
         }
-    }
-
-    pub fn logs(&self) -> String {
-        ["etcd.log", "apiserver.log"]
-            .iter()
-            .map(|f| {
-                let text = fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                format!(
-                    "--- {f}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(&self.kubectl);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd.arg("--kubeconfig").arg(&self.api.kubeconfig);
         cmd.arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"));
+            .arg(self.api.dir().join("kube-cache"));
         // kubectl 1.33 warns about the skew to the 1.20 server on every call.
         cmd.arg("--warnings-as-errors=false");
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.dir.path());
+        cmd.env("KUBECONFIG", &self.api.kubeconfig)
+            .env("HOME", self.api.dir());
         cmd.current_dir(repo());
         cmd
     }
@@ -331,41 +180,6 @@ impl Cluster {
         let out = self.kubectl_ok(&["auth", "can-i", "--list", "--namespace", ns, "--as", user]);
         out.lines().skip(1).map(parse_can_i_row).collect()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in [self.apiserver.take(), self.etcd.take()]
-            .into_iter()
-            .flatten()
-        {
-            stop(child);
-        }
-    }
-}
-
-/// SIGKILL by PID, then reap: nothing is left running, even when a test failed.
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
-    let file = fs::File::create(log).expect("log file");
-    cmd.stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log file"))
-        .stderr(file)
-        // Its own process group: a Ctrl-C to the test run does not orphan it half-way.
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// "leases.coordination.k8s.io   []   [tagflow]   [get update]" → "leases.coordination.k8s.io

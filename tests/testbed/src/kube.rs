@@ -27,6 +27,7 @@ pub struct KubeApi {
     apiserver: Option<Child>,
     etcd_port: u16,
     port: u16,
+    extra_args: Vec<String>,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// A kubeconfig for the admin token (insecure-skip-tls-verify).
@@ -51,6 +52,11 @@ pub fn apiserver_bin() -> PathBuf {
 impl KubeApi {
     /// Start etcd and kube-apiserver and wait until `/readyz` is ok (~5 s).
     pub fn start() -> KubeApi {
+        Self::start_with(&[])
+    }
+
+    /// Like [`KubeApi::start`], with extra kube-apiserver flags (kept across restarts).
+    pub fn start_with(extra_args: &[&str]) -> KubeApi {
         let mut dir = tempfile::Builder::new()
             .prefix("tagflow-kube-")
             .tempdir()
@@ -98,6 +104,7 @@ impl KubeApi {
                 apiserver: None,
                 etcd_port,
                 port,
+                extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
                 url: format!("https://127.0.0.1:{port}"),
                 kubeconfig,
             };
@@ -139,6 +146,11 @@ impl KubeApi {
         self.dir.path().join(name)
     }
 
+    /// The private temp dir (logs, certs, kubeconfig); removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn start_apiserver_once(&mut self) -> Result<(), String> {
         let p = |n: &str| self.path(n).display().to_string();
         let child = spawn_logged(
@@ -161,7 +173,8 @@ impl KubeApi {
                 .arg("--api-audiences=https://kubernetes.default.svc")
                 .arg("--service-cluster-ip-range=10.96.0.0/24")
                 .arg("--enable-priority-and-fairness=false")
-                .arg("--endpoint-reconciler-type=none"),
+                .arg("--endpoint-reconciler-type=none")
+                .args(&self.extra_args),
             &self.path("apiserver.log"),
         );
         self.apiserver = Some(child);
