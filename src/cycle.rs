@@ -710,7 +710,9 @@ impl Agent {
     async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
         let (head, cfg) = self.refresh().await?;
         if let Some(d) = self.deploy().cloned() {
-            if !d.elector.is_leader().await {
+            let leads = d.elector.is_leader().await;
+            self.metrics.leader(leads);
+            if !leads {
                 // Followers write nothing; the leader's state is read again on taking over.
                 lock(&self.memory).state = None;
                 if let Some(e) = d.elector.last_error().await {

@@ -61,6 +61,7 @@ pub struct Metrics {
     errors: Family<StageLabel, Counter>,
     webhooks: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
+    leader: Gauge,
     requests_total: AtomicU64,
     infra: Infra,
 }
@@ -103,6 +104,12 @@ impl Metrics {
             "Unix time of the last successful cycle",
             last_success.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease (run --lease), else 0",
+            leader.clone(),
+        );
         let infra = Infra::default();
         registry.register(
             "infra_runs",
@@ -137,6 +144,7 @@ impl Metrics {
             errors,
             webhooks,
             last_success,
+            leader,
             requests_total: AtomicU64::new(0),
             infra,
         })
@@ -188,6 +196,11 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Record whether this replica leads.
+    pub fn leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     /// Record the time of a successful cycle.

@@ -288,6 +288,18 @@ impl Agent {
         per_env.retain(|_, m| !m.is_empty());
         let (commit, changes, at) = if per_env.is_empty() {
             (None, Vec::new(), head)
+        } else if !d.elector.is_leader().await {
+            // Lost the Lease during this cycle: write nothing; the new leader has the state.
+            lock(&self.memory).state = None;
+            return Ok(Report {
+                head,
+                commit: None,
+                changes: Vec::new(),
+                desired,
+                image_errors,
+                requeue: None,
+                follower: true,
+            });
         } else {
             self.commit_plan(&cfg, &per_env).await?
         };
@@ -480,7 +492,7 @@ impl Agent {
             }
             let mut next = step.next;
             let mut w = step.wake;
-            if next.phase == Phase::Failed {
+            if next.phase == Phase::Failed && d.elector.is_leader().await {
                 match self.revert(cfg, &next).await {
                     Ok(commit) => {
                         let back = next
