@@ -16,6 +16,10 @@
 //! ```
 //! An environment nothing promotes from skips soaking and approval: ready → smoke ok → healthy.
 
+mod register;
+
+pub use register::{RESYNC, Registered, env_policy, promotions, register, wants_rollouts};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

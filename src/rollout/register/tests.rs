@@ -1,5 +1,7 @@
 use chrono::{TimeZone, Utc};
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::rewrite::{Change, Field};
 
