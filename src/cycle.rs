@@ -82,7 +82,7 @@ pub struct RepoOptions {
 pub enum Scope {
     /// Every configured image.
     All,
-    /// Only these (a webhook named their repositories).
+    /// Only these (a webhook named their repositories); none: rollouts only (a watch event).
     Images(BTreeSet<String>),
 }
 

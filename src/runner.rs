@@ -65,8 +65,9 @@ pub async fn run_loop(
         scope = tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => Scope::All,
-            // A HelmRelease changed or leadership moved.
-            () = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => Scope::All,
+            // A HelmRelease changed or leadership moved: look at rollouts now, without a
+            // registry scan (the next tick scans as usual).
+            () = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => Scope::Images(BTreeSet::new()),
             Some(first) = triggers.recv() => {
                 // Coalesce a burst of pushes into one scan.
                 let mut images = first;
