@@ -340,7 +340,14 @@ impl Agent {
 
     async fn save_state(&self, d: &Deploy, state: &State) {
         let mut state = state.clone();
+        // Only threads of tags still tracked, so the annotation stays small.
+        let live: std::collections::BTreeSet<String> = state
+            .rollouts
+            .values()
+            .map(|r| format!("{}:{}", r.image, r.pinned.tag))
+            .collect();
         state.threads = self.notifier_threads();
+        state.threads.retain(|k, _| live.contains(k));
         let text = match serde_json::to_string(&state) {
             Ok(t) => t,
             Err(e) => {
