@@ -262,12 +262,22 @@ mod tests {
         let e = t.run(&["plan"], &[0]).await.unwrap_err();
         assert!(matches!(e, TerraformError::Timeout { .. }), "{e}");
         let pid = std::fs::read_to_string(d.path().join("sleeper.pid")).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
-        // Gone, or a zombie waiting for init to reap it: either way, not running.
-        assert!(
-            stat.as_deref().map_or(true, |s| s.contains(") Z ")),
-            "the grandchild survived: {stat:?}"
-        );
+        // SIGKILL lands asynchronously: give the kernel a moment to take the process down.
+        // Gone, or a zombie waiting for init to reap it: either way, not running. A grandchild
+        // that was never signalled sleeps for 600 s and fails this.
+        let dead = |s: &std::io::Result<String>| {
+            s.as_deref()
+                .map_or(true, |s| s.contains(") Z ") || s.contains(") X "))
+        };
+        let mut stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        for _ in 0..250 {
+            if dead(&stat) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        }
+        assert!(dead(&stat), "the grandchild survived: {stat:?}");
     }
 
     #[tokio::test]
