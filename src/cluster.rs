@@ -214,20 +214,20 @@ pub fn release_state(obj: Option<&Value>, reconciled: bool) -> Release {
     let observed = obj
         .pointer("/status/observedGeneration")
         .and_then(Value::as_i64);
-    if let (Some(g), Some(o)) = (generation, observed) {
-        if o < g {
-            return Release::Pending(format!("status is for generation {o}, spec is at {g}"));
-        }
+    if let (Some(g), Some(o)) = (generation, observed)
+        && o < g
+    {
+        return Release::Pending(format!("status is for generation {o}, spec is at {g}"));
     }
     for (kind, bad) in [
         ("Stalled", "True"),
         ("Remediated", "True"),
         ("TestSuccess", "False"),
     ] {
-        if let Some((status, text)) = condition(obj, kind) {
-            if status == bad {
-                return Release::Failed(text.trim_end_matches(": ").to_owned());
-            }
+        if let Some((status, text)) = condition(obj, kind)
+            && status == bad
+        {
+            return Release::Failed(text.trim_end_matches(": ").to_owned());
         }
     }
     match condition(obj, "Ready") {

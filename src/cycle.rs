@@ -411,10 +411,10 @@ impl Agent {
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, img) in &cfg.images {
-            if let Scope::Images(set) = scope {
-                if !set.contains(name) {
-                    continue;
-                }
+            if let Scope::Images(set) = scope
+                && !set.contains(name)
+            {
+                continue;
             }
             match self.select_one(cfg, name).await {
                 Ok(d) => {
@@ -530,16 +530,16 @@ impl Agent {
     /// One full cycle: fetch, select, commit and push, notify.
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
         let mut result = self.cycle_inner(scope).await;
-        if let Ok(r) = &mut result {
-            if lock(&self.unreadable).take_retry() {
-                tracing::info!(
-                    "a listed tag is not readable yet (a push still landing?); looking again in 1s"
-                );
-                r.requeue = Some(
-                    r.requeue
-                        .map_or(UNREADABLE_RETRY, |d| d.min(UNREADABLE_RETRY)),
-                );
-            }
+        if let Ok(r) = &mut result
+            && lock(&self.unreadable).take_retry()
+        {
+            tracing::info!(
+                "a listed tag is not readable yet (a push still landing?); looking again in 1s"
+            );
+            r.requeue = Some(
+                r.requeue
+                    .map_or(UNREADABLE_RETRY, |d| d.min(UNREADABLE_RETRY)),
+            );
         }
         self.save_cache();
         match &result {

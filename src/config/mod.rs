@@ -126,10 +126,9 @@ impl<'a> Report<'a> {
                 if let Some(field) = msg
                     .strip_prefix("unknown field `")
                     .and_then(|r| r.split('`').next())
+                    && full.last() != Some(&field)
                 {
-                    if full.last() != Some(&field) {
-                        full.push(field);
-                    }
+                    full.push(field);
                 }
                 let shown = full.join(".");
                 self.at(&full, format!("{shown}: {msg}"));

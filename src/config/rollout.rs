@@ -267,15 +267,15 @@ pub fn parse_gates(
                 format!("approvals[{i}].env: no environment {}", ap.env),
             ));
         }
-        if let Some(img) = &ap.image {
-            if !config.images.contains_key(img) {
-                problems.push(locate(
-                    approvals,
-                    "approvals",
-                    i,
-                    format!("approvals[{i}].image: no image {img}"),
-                ));
-            }
+        if let Some(img) = &ap.image
+            && !config.images.contains_key(img)
+        {
+            problems.push(locate(
+                approvals,
+                "approvals",
+                i,
+                format!("approvals[{i}].image: no image {img}"),
+            ));
         }
         if !crate::rewrite::valid_tag(&ap.tag) {
             problems.push(locate(

@@ -264,30 +264,30 @@ impl Agent {
                     .is_some_and(|g| gates.approved(&g.to, &r.image, &r.pinned.tag)),
                 ..Observation::default()
             };
-            if needs.release {
-                if let Some(rel) = &env.release {
-                    match d.cluster.helm_release(rel).await {
-                        Ok(obj) => {
-                            let reconciled = match obj.as_ref().and_then(cluster::attempted_commit)
-                            {
-                                Some(rev) => self.reconciled(&rev, &r.commit).await,
-                                None => false,
-                            };
-                            obs.release = Some(cluster::release_state(obj.as_ref(), reconciled));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read the HelmRelease");
-                            errors.push(KUBE_UNREACHABLE.to_owned());
-                            wake = min_wake(wake, Some(policy.resync));
-                            continue;
-                        }
+            if needs.release
+                && let Some(rel) = &env.release
+            {
+                match d.cluster.helm_release(rel).await {
+                    Ok(obj) => {
+                        let reconciled = match obj.as_ref().and_then(cluster::attempted_commit) {
+                            Some(rev) => self.reconciled(&rev, &r.commit).await,
+                            None => false,
+                        };
+                        obs.release = Some(cluster::release_state(obj.as_ref(), reconciled));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the HelmRelease");
+                        errors.push(KUBE_UNREACHABLE.to_owned());
+                        wake = min_wake(wake, Some(policy.resync));
+                        continue;
                     }
                 }
             }
-            if needs.smoke && !matches!(obs.release, Some(rollout::Release::Failed(_))) {
-                if let Some(s) = &env.smoke {
-                    obs.smoke = Some(d.cluster.smoke(s, &r.pinned.tag).await);
-                }
+            if needs.smoke
+                && !matches!(obs.release, Some(rollout::Release::Failed(_)))
+                && let Some(s) = &env.smoke
+            {
+                obs.smoke = Some(d.cluster.smoke(s, &r.pinned.tag).await);
             }
             let step = rollout::step(&r, &obs, &policy, Utc::now());
             if step.next.phase != r.phase {

@@ -261,10 +261,10 @@ impl Client {
         let mut req = self.http.request(method, url).header(ACCEPT, wire::ACCEPT);
         if let Some(token) = self.token_for(scope).await {
             req = req.bearer_auth(token);
-        } else if self.basic.load(Ordering::Relaxed) {
-            if let Some((u, p)) = &self.creds {
-                req = req.basic_auth(u, Some(p));
-            }
+        } else if self.basic.load(Ordering::Relaxed)
+            && let Some((u, p)) = &self.creds
+        {
+            req = req.basic_auth(u, Some(p));
         }
         self.exchange(req, url).await
     }

@@ -269,10 +269,10 @@ impl Registries {
     ) -> Result<ImageMeta, RegistryError> {
         let key = (repository.to_owned(), tag.to_owned());
         let known = lock(&self.tags).get(&key).cloned();
-        if let Some(digest) = known {
-            if let Some(m) = lock(&self.meta).get(&(digest, platform.to_owned())) {
-                return Ok(m.clone());
-            }
+        if let Some(digest) = known
+            && let Some(m) = lock(&self.meta).get(&(digest, platform.to_owned()))
+        {
+            return Ok(m.clone());
         }
         let client = self.client(config, repository)?;
         let (_, path) = split_repository(repository);

@@ -308,10 +308,11 @@ pub fn step(r: &Rollout, obs: &Observation, p: &EnvPolicy, now: DateTime<Utc>) -
         events: Vec::new(),
         wake,
     };
-    if let Some(Release::Failed(why)) = &obs.release {
-        if !r.phase.is_terminal() && r.phase != Phase::Failed {
-            return failed(r, now, why.clone(), Vec::new());
-        }
+    if let Some(Release::Failed(why)) = &obs.release
+        && !r.phase.is_terminal()
+        && r.phase != Phase::Failed
+    {
+        return failed(r, now, why.clone(), Vec::new());
     }
     match r.phase {
         Phase::Committed => {

@@ -161,11 +161,12 @@ pub fn register(
                 .and_then(|e| e.promote_from.clone())
             {
                 let skey = State::key(&src, image);
-                if let Some(s) = state.rollouts.get(&skey) {
-                    if s.pinned == pinned && s.phase == Phase::Healthy {
-                        let p = rollout::promoted(s, now);
-                        state.rollouts.insert(skey, p);
-                    }
+                if let Some(s) = state.rollouts.get(&skey)
+                    && s.pinned == pinned
+                    && s.phase == Phase::Healthy
+                {
+                    let p = rollout::promoted(s, now);
+                    state.rollouts.insert(skey, p);
                 }
             }
         }
