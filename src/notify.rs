@@ -299,3 +299,36 @@ pub fn bad_config_text(commit: &str, problems: &str, running: Option<&str>) -> S
         "tagflow: the config at {commit} is invalid; {keeping}. Fix it with a new commit.\n```\n{problems}\n```"
     )
 }
+
+/// A browser link to a commit on well-known forges (GitHub, GitLab, Bitbucket); pure.
+pub fn commit_link(repo_url: &str, commit: &str) -> Option<String> {
+    let u = url::Url::parse(repo_url).ok()?;
+    let host = u.host_str()?;
+    let path = u
+        .path()
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .trim_end_matches(".git");
+    match host {
+        "github.com" | "gitlab.com" => Some(format!("https://{host}/{path}/commit/{commit}")),
+        "bitbucket.org" => Some(format!("https://{host}/{path}/commits/{commit}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_only_for_known_forges() {
+        assert_eq!(
+            commit_link("ssh://git@github.com/org/config.git", "abc").as_deref(),
+            Some("https://github.com/org/config/commit/abc")
+        );
+        assert_eq!(
+            commit_link("http://127.0.0.1:8080/git/config.git", "abc"),
+            None
+        );
+    }
+}

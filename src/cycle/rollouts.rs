@@ -199,7 +199,7 @@ impl Agent {
         changes: &[EnvChange],
         commit: Oid,
     ) {
-        let link = super::commit_link(&self.opts.url, &commit.to_string());
+        let link = crate::notify::commit_link(&self.opts.url, &commit.to_string());
         let shown = match &link {
             Some(l) => format!("<{l}|{}>", gitops::short(commit)),
             None => gitops::short(commit),
