@@ -9,19 +9,19 @@
 pub mod decide;
 pub mod inventory;
 pub mod schedule;
+mod scheduler;
 pub mod summary;
 pub mod terraform;
+mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use git2::Oid;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EnvValue, InfraConfig, InfraMode};
+use crate::config::{Config, InfraConfig, InfraMode};
 use crate::cycle::{Agent, CycleError};
 use crate::gitops::{self, CommitError, Edit, GitError, Prepared, Pushed};
 use decide::{Memory, Step};
@@ -510,51 +510,6 @@ impl Watcher {
         self.inventory(&cfg, &ws, &tf, None).await
     }
 
-    /// The workspace's code at `head` in its local dir, and a terraform to run there; also the
-    /// code's tree id and the approvals file.
-    async fn prepare(
-        &self,
-        ws: &InfraConfig,
-        head: Oid,
-    ) -> Result<(Terraform, Oid, Option<Vec<u8>>), InfraError> {
-        let base = self.base(&ws.name);
-        let code = base.join("code");
-        let dir = ws.dir.clone();
-        let approvals_path = self.approvals_path();
-        let (tree, files, approvals) = self
-            .agent
-            .with_git(move |c| -> Result<_, GitError> {
-                let snap = c.snapshot(head)?;
-                let tree = snap.tree_id(&dir)?;
-                let files = snap.files_under(&dir)?;
-                let approvals = snap.read(&approvals_path)?;
-                Ok((tree, files, approvals))
-            })
-            .await??;
-        let tree =
-            tree.ok_or_else(|| InfraError::Other(format!("{}: no such directory", ws.dir)))?;
-        sync_dir(&code, &base.join("code-files.txt"), &files)?;
-        let mut env = Vec::new();
-        for (k, v) in &ws.env {
-            let value = match v {
-                EnvValue::Plain(s) => s.clone(),
-                EnvValue::Secret(r) => r.read().map_err(|source| InfraError::Secret {
-                    var: k.clone(),
-                    source,
-                })?,
-            };
-            env.push((k.clone(), value));
-        }
-        let tf = Terraform {
-            bin: ws.terraform_bin.clone(),
-            dir: code,
-            env,
-            deadline: tokio::time::Instant::now() + ws.timeout,
-            timeout: ws.timeout,
-        };
-        Ok((tf, tree, approvals))
-    }
-
     /// Read the declared output, render it, commit the file if it changed.
     async fn inventory(
         &self,
@@ -636,102 +591,4 @@ impl Watcher {
             Err(CommitError::Git(e) | CommitError::Plan(e)) => Err(e.into()),
         }
     }
-
-    /// Run every workspace on its schedule until `shutdown`; runs in progress then finish.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let started = Utc::now();
-        let mut anchors: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            let now = Utc::now();
-            let mut wait = RESCAN;
-            for ws in self
-                .agent
-                .config()
-                .map(|c| c.infra.clone())
-                .unwrap_or_default()
-            {
-                let Ok(s) = schedule::Schedule::parse(&ws.schedule) else {
-                    continue;
-                };
-                let anchor = *anchors.entry(ws.name.clone()).or_insert(started);
-                match schedule::due(&s, anchor, now) {
-                    schedule::Due::Run { at, missed } => {
-                        anchors.insert(ws.name.clone(), at);
-                        if missed > 0 {
-                            tracing::info!(workspace = %ws.name, missed, "missed fire times fold into one run");
-                        }
-                        if self.is_busy(&ws.name) {
-                            tracing::warn!(workspace = %ws.name, scheduled = %at, "infra run skipped: the previous run is still going");
-                            self.agent.metrics.infra_run(&ws.name, "skipped", None);
-                            continue;
-                        }
-                        let me = self.clone();
-                        tasks.spawn(async move {
-                            let _ = me.tick(&ws.name).await;
-                        });
-                    }
-                    schedule::Due::Wait { until } => {
-                        wait = wait.min((until - now).to_std().unwrap_or_default());
-                    }
-                    schedule::Due::Never => {}
-                }
-            }
-            while tasks.try_join_next().is_some() {}
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
-            }
-        }
-        if !tasks.is_empty() {
-            tracing::info!(runs = tasks.len(), "waiting for infra runs in progress");
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Make `dir` hold exactly `files` (relative paths) plus what terraform keeps there
-/// (`.terraform/`, lock file, local state): files from the previous sync that are gone from git
-/// are removed, unchanged files are not rewritten.
-fn sync_dir(
-    dir: &Path,
-    manifest: &Path,
-    files: &[(String, Vec<u8>, bool)],
-) -> Result<(), InfraError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let wanted: BTreeSet<&str> = files.iter().map(|(p, _, _)| p.as_str()).collect();
-    for old in std::fs::read_to_string(manifest)
-        .unwrap_or_default()
-        .lines()
-    {
-        if !old.is_empty() && !wanted.contains(old) && safe_rel(old) {
-            let _ = std::fs::remove_file(dir.join(old));
-        }
-    }
-    for (rel, content, exec) in files {
-        if !safe_rel(rel) {
-            return Err(InfraError::Other(format!("refusing path {rel:?} from git")));
-        }
-        let path = dir.join(rel);
-        if std::fs::read(&path).ok().as_deref() != Some(content.as_slice()) {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-            }
-            crate::rewrite::write_atomic(&path, content).map_err(io_err(&path))?;
-        }
-        let mode = if *exec { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io_err(&path))?;
-    }
-    let list: Vec<&str> = wanted.into_iter().collect();
-    std::fs::write(manifest, list.join("\n")).map_err(io_err(manifest))?;
-    Ok(())
-}
-
-/// A relative path with no `..`, `.`, empty or `.git` components.
-fn safe_rel(p: &str) -> bool {
-    !p.starts_with('/')
-        && p.split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && c != ".git")
 }
