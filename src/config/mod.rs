@@ -138,8 +138,9 @@ impl<'a> Report<'a> {
     }
 }
 
-/// Parse and validate a config file's text. `file` names it in problems.
-pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+/// A config-like file's text as a span tree (for lines) and a YAML value (for serde); a
+/// syntax error is the one problem, located.
+pub(crate) fn load(file: &str, text: &str) -> Result<(yamlspan::Document, Value), ConfigError> {
     let one = |line: Option<usize>, message: String| ConfigError {
         problems: vec![Problem {
             file: file.to_owned(),
@@ -154,11 +155,20 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             format!("not valid YAML: {e}"),
         )
     })?;
+    Ok((doc, root))
+}
+
+/// Parse and validate a config file's text. `file` names it in problems.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let (doc, root) = load(file, text)?;
     let Value::Mapping(top) = root else {
-        return Err(one(
-            Some(1),
-            "the config must be a mapping with `images` and `environments`".into(),
-        ));
+        return Err(ConfigError {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line: Some(1),
+                message: "the config must be a mapping with `images` and `environments`".into(),
+            }],
+        });
     };
     let mut r = Report {
         file,

@@ -182,20 +182,7 @@ fn parse_list<T: serde::de::DeserializeOwned>(
     let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let one = |line: Option<usize>, message: String| ConfigError {
-        problems: vec![Problem {
-            file: file.to_owned(),
-            line,
-            message,
-        }],
-    };
-    let doc = yamlspan::parse(text).map_err(|e| one(Some(e.line), e.message.clone()))?;
-    let root: Value = serde_yaml::from_str(text).map_err(|e| {
-        one(
-            e.location().map(|l| l.line()),
-            format!("not valid YAML: {e}"),
-        )
-    })?;
+    let (doc, root) = super::load(file, text)?;
     let mut r = Report {
         file,
         doc: &doc,
