@@ -13,7 +13,7 @@ use git2::Oid;
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, Config, ConfigError};
-use crate::gitops::{self, Checkout, CommitError, GitAuth, GitError, Pushed};
+use crate::gitops::{self, Checkout, GitAuth, GitError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::plan::{self, Desired, EnvChange, PlanError};
@@ -492,36 +492,8 @@ impl Agent {
                 follower: false,
             });
         }
-        let author = cfg.git.author.clone();
-        let plan_cfg = cfg.clone();
-        let plan_desired = desired.clone();
-        let pushed = self
-            .with_git(move |c| {
-                c.commit_and_push(&author, |snap| {
-                    plan::plan_edits(&plan_cfg, &plan_desired, |p| snap.read(p))
-                })
-            })
-            .await?;
-        let (commit, changes) = match pushed {
-            Ok(Pushed::Unchanged { .. }) => (None, Vec::new()),
-            Ok(Pushed::Committed {
-                commit,
-                attempts,
-                detail,
-            }) => {
-                self.metrics.commit();
-                tracing::info!(commit = %gitops::short(commit), attempts, changes = detail.len(), "pushed");
-                for c in &detail {
-                    tracing::info!(commit = %gitops::short(commit), "{}", plan::describe(c));
-                }
-                (Some(commit), detail)
-            }
-            Err(CommitError::Git(e)) => return Err(e.into()),
-            Err(CommitError::Plan(e)) => {
-                self.metrics.error("plan");
-                return Err(e.into());
-            }
-        };
+        let targets = plan::policy_targets(&cfg, &desired);
+        let (commit, changes, _) = self.commit_plan(&cfg, &targets).await?;
         if let Some(c) = commit {
             let link = crate::notify::commit_link(&self.opts.url, &c.to_string());
             self.post(&crate::notify::commit_text(

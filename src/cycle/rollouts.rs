@@ -157,7 +157,7 @@ impl Agent {
     }
 
     /// Commit the desired values of every environment in one commit; (commit, changes, head).
-    async fn commit_plan(
+    pub(super) async fn commit_plan(
         &self,
         cfg: &Arc<Config>,
         per_env: &PerEnv,
@@ -181,6 +181,9 @@ impl Agent {
             }) => {
                 self.metrics.commit();
                 tracing::info!(commit = %gitops::short(commit), attempts, changes = detail.len(), "pushed");
+                for c in &detail {
+                    tracing::info!(commit = %gitops::short(commit), "{}", plan::describe(c));
+                }
                 Ok((Some(commit), detail, commit))
             }
             Err(CommitError::Git(e)) => Err(e.into()),
