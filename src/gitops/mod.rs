@@ -385,7 +385,7 @@ impl Checkout {
             let Some(commit) = self.build_commit(&snap, author, &prepared)? else {
                 return Ok(Pushed::Unchanged { head });
             };
-            match self.push(commit)? {
+            match self.push(commit, snap.commit)? {
                 PushResult::Accepted => {
                     self.repo
                         .reference(&self.tracking_ref(), commit, true, "tagflow push")
@@ -442,7 +442,11 @@ impl Checkout {
         Ok(Some(id))
     }
 
-    fn push(&self, commit: Oid) -> Result<PushResult, GitError> {
+    /// Put `commit` on the remote branch if the branch is still at `base`, never forced.
+    fn push(&self, commit: Oid, base: Oid) -> Result<PushResult, GitError> {
+        if self.remote.scheme == "file" {
+            return self.push_local(commit, base);
+        }
         let outgoing = "refs/tagflow/outgoing";
         self.repo
             .reference(outgoing, commit, true, "tagflow outgoing")
@@ -494,6 +498,65 @@ impl Checkout {
                 .repo
                 .graph_descendant_of(rev.id(), commit)
                 .unwrap_or(false)
+    }
+
+    /// Push to a repo on this machine. libgit2's own local transport checks fast-forward
+    /// against the ref it read at connect time and then writes the ref unconditionally, so a
+    /// writer landing in between was overwritten. Instead: copy the objects, then move the ref
+    /// only if it still points at `base` (a compare-and-swap under git's ref lock, the same
+    /// guarantee `git-receive-pack` gives ssh:// and https:// pushes).
+    fn push_local(&self, commit: Oid, base: Oid) -> Result<PushResult, GitError> {
+        use std::io::Write as _;
+        let path = url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| GitError::Setup(format!("{} is not a local path", self.url)))?;
+        let remote =
+            Repository::open(&path).map_err(git_err(format!("open {}", path.display())))?;
+        let mut pack = self
+            .repo
+            .packbuilder()
+            .map_err(git_err("pack the commit"))?;
+        pack.insert_commit(commit)
+            .map_err(git_err("pack the commit"))?;
+        let odb = remote.odb().map_err(git_err("open the remote's objects"))?;
+        let mut writer = odb
+            .packwriter()
+            .map_err(git_err("write to the remote's objects"))?;
+        let mut failed = None;
+        pack.foreach(|chunk| match writer.write_all(chunk) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })
+        .map_err(git_err("copy objects to the remote"))?;
+        if let Some(e) = failed {
+            return Err(GitError::Setup(format!(
+                "failed to copy objects to {}: {e}",
+                path.display()
+            )));
+        }
+        writer
+            .commit()
+            .map_err(git_err("store objects in the remote"))?;
+        let name = format!("refs/heads/{}", self.branch);
+        match remote.reference_matching(&name, commit, true, base, "tagflow push") {
+            Ok(_) => Ok(PushResult::Accepted),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::Modified | git2::ErrorCode::Locked | git2::ErrorCode::NotFound
+                ) =>
+            {
+                Ok(PushResult::Rejected(format!(
+                    "{name} moved: {}",
+                    e.message()
+                )))
+            }
+            Err(e) => Err(git_err(format!("update {name} in {}", path.display()))(e)),
+        }
     }
 
     /// Append a commit's one-line summary and author, for logs and `status`.
