@@ -1,16 +1,18 @@
 //! tagflow: a GitOps image-update agent.
 //!
 //! Stages, in the order data flows through a cycle: [`config`], [`registry`], [`policy`],
-//! [`rewrite`], [`gitops`], [`notify`]; [`cycle`] runs them in order and [`server`] serves
-//! health, metrics and registry webhooks.
+//! [`plan`] (with [`rewrite`]), [`gitops`], [`rollout`] (with [`k8s`] and [`smoke`]),
+//! [`notify`]. [`cycle`] runs them in order; [`run`] is `tagflow run` (the loop, the
+//! [`server`] and the [`infra`] watcher); [`commands`] and [`check`] are the one-shot commands.
 
-pub mod cluster;
+pub mod check;
+pub mod commands;
 pub mod config;
-pub mod control;
 pub mod cycle;
 pub mod gitops;
 pub mod infra;
-pub mod lease;
+pub mod k8s;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
@@ -18,7 +20,8 @@ pub mod policy;
 pub mod registry;
 pub mod rewrite;
 pub mod rollout;
-pub mod runner;
+pub mod run;
 pub mod secret;
 pub mod server;
+pub mod smoke;
 pub mod yamlspan;

@@ -271,6 +271,91 @@ impl Notifier {
     }
 }
 
+/// The Slack bot, when a token and a channel are configured and the token can be read.
+pub fn bot_of(slack: &crate::config::SlackConfig) -> Option<Bot> {
+    let (Some(token), Some(channel)) = (&slack.bot_token, &slack.channel) else {
+        return None;
+    };
+    match token.read() {
+        Ok(token) => Some(Bot {
+            api_url: slack.api_url.clone(),
+            token,
+            channel: channel.clone(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Slack bot token");
+            None
+        }
+    }
+}
+
+/// Posts with the Slack settings of the config in force (or nowhere: `plan`, `drift`).
+#[derive(Debug, Clone)]
+pub struct Poster {
+    notifier: Option<Notifier>,
+    current: std::sync::Arc<crate::config::Current>,
+}
+
+impl Poster {
+    /// Posting through `notifier` (none: say nothing) with the Slack settings in `current`.
+    pub fn new(
+        notifier: Option<Notifier>,
+        current: std::sync::Arc<crate::config::Current>,
+    ) -> Self {
+        Self { notifier, current }
+    }
+
+    /// A flat message: the incoming webhook when configured, else the bot in its channel.
+    pub fn post(&self, text: &str) {
+        let (Some(n), Some(cfg)) = (&self.notifier, self.current.config()) else {
+            return;
+        };
+        let Some(slack) = &cfg.notify.slack else {
+            return;
+        };
+        let Some(webhook) = &slack.webhook_url else {
+            if let Some(bot) = bot_of(slack) {
+                n.flat(bot, text.to_owned());
+            }
+            return;
+        };
+        match webhook.read() {
+            Ok(url) => n.send(&url, text.to_owned()),
+            Err(e) => tracing::warn!(error = %e, "cannot post to Slack"),
+        }
+    }
+
+    /// A reply in the thread of `key` with the parent's status line set to `status` when a bot
+    /// is configured; else `flat` as a flat message.
+    pub fn thread(&self, key: &str, status: String, text: &str, flat: &str) {
+        let (Some(n), Some(cfg)) = (&self.notifier, self.current.config()) else {
+            return;
+        };
+        let Some(slack) = &cfg.notify.slack else {
+            return;
+        };
+        match bot_of(slack) {
+            Some(bot) => n.thread(bot, key, status, text.to_owned()),
+            None => self.post(flat),
+        }
+    }
+
+    /// Known thread parents, to store with the rollout state.
+    pub fn threads(&self) -> std::collections::BTreeMap<String, String> {
+        self.notifier
+            .as_ref()
+            .map(Notifier::threads)
+            .unwrap_or_default()
+    }
+
+    /// Continue the threads a previous leader started.
+    pub fn seed_threads(&self, known: &std::collections::BTreeMap<String, String>) {
+        if let Some(n) = &self.notifier {
+            n.seed_threads(known);
+        }
+    }
+}
+
 /// Slack text for a pushed commit (pure).
 pub fn commit_text(
     commit: &str,

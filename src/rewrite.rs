@@ -4,6 +4,7 @@
 //! and replaces exactly those scalars' bytes. All-or-nothing: any problem anywhere in the file
 //! means no output. The result is re-parsed and compared before it is returned.
 
+mod append;
 mod atomic;
 mod marker;
 mod scalar;
@@ -16,6 +17,7 @@ use std::fmt;
 use crate::yamlspan::{self, YamlError};
 use targets::{check_coverage, marker_hits, path_hits, path_list};
 
+pub use append::{AppendError, append_entry};
 pub use atomic::write_atomic;
 pub use validate::{valid_digest, valid_repository, valid_tag};
 

@@ -4,8 +4,8 @@
 //! forged delivery can at worst cause an early scan — and it is authenticated anyway.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -26,30 +26,27 @@ pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.
 /// Header carrying `sha256=<hex>` HMAC of a generic webhook body.
 pub const SIGNATURE_HEADER: &str = "x-tagflow-signature";
 
-/// What the server shares with the loop.
+/// What the server reads of the running agent.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ServerState {
     /// Metrics to serve.
     pub metrics: Arc<Metrics>,
-    /// Set once a cycle has succeeded with a good config.
-    pub ready: AtomicBool,
+    /// Set once a cycle has run with a good config (see `cycle::run_loop`).
+    pub ready: Arc<AtomicBool>,
     /// The config in force (the last good one).
-    pub config: RwLock<Option<Arc<Config>>>,
+    pub current: Arc<crate::config::Current>,
     /// Image names to scan now.
     pub trigger: mpsc::Sender<BTreeSet<String>>,
 }
 
-impl Shared {
+impl ServerState {
     fn config(&self) -> Option<Arc<Config>> {
-        self.config
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.current.config()
     }
 }
 
 /// The router.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<ServerState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -58,7 +55,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+async fn readyz(State(s): State<Arc<ServerState>>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -66,7 +63,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -124,7 +121,7 @@ impl WebhookError {
     }
 }
 
-async fn webhook(State(s): State<Arc<Shared>>, req: Request) -> Response {
+async fn webhook(State(s): State<Arc<ServerState>>, req: Request) -> Response {
     let result = async {
         let config = s.config().ok_or(WebhookError::NotReady)?;
         let (parts, body) = req.into_parts();

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use tagflow::config::Author;
-use tagflow::gitops::{Checkout, Edit, GitAuth, Prepared, Pushed};
+use tagflow::gitops::{Checkout, GitAuth, Pushed};
+use tagflow::plan::{Edit, Prepared};
 use testbed::{BareRepo, Registry, RegistryOpts};
 
 /// Tags whose build times disagree with commit order are ordered by the commits; a tag whose
@@ -111,7 +112,7 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
                     content,
                 }],
                 message: "set tag".into(),
-                detail: (),
+                changes: Vec::new(),
             }))
         })
         .expect("pushed");

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tagflow::cycle::{Agent, RepoOptions};
-use tagflow::gitops::GitAuth;
+use tagflow::cycle::Reconciler;
+use tagflow::gitops::{GitAuth, RepoOptions};
 use tagflow::infra::decide::Step;
 use tagflow::infra::terraform::TerraformError;
 use tagflow::infra::{InfraError, Watcher};
@@ -102,7 +102,7 @@ struct Bed {
     repo: BareRepo,
     slack: SlackCapture,
     local: tempfile::TempDir,
-    agent: Arc<Agent>,
+    agent: Arc<Reconciler>,
     watcher: Arc<Watcher>,
     worker: Option<tagflow::notify::Worker>,
     cli_config: PathBuf,
@@ -205,7 +205,7 @@ impl Bed {
             ("infra/aws/main.tf", &tf_text),
         ]);
         let (notifier, worker) = tagflow::notify::spawn();
-        let agent = Agent::new(
+        let agent = Reconciler::new(
             RepoOptions {
                 url: format!("file://{}", repo.path.display()),
                 branch: "main".into(),
@@ -215,8 +215,14 @@ impl Bed {
             },
             Metrics::new(),
             Some(notifier),
+            None,
         );
-        let watcher = Watcher::new(agent.clone());
+        let watcher = Watcher::new(tagflow::infra::Host {
+            repo: agent.repo.clone(),
+            current: agent.current.clone(),
+            poster: agent.poster.clone(),
+            metrics: agent.metrics.clone(),
+        });
         Self {
             repo,
             slack,
@@ -259,7 +265,7 @@ impl Bed {
         );
     }
 
-    async fn tick(&self) -> tagflow::infra::RunReport {
+    async fn tick(&self) -> tagflow::infra::TickReport {
         self.watcher
             .tick("aws")
             .await
@@ -313,7 +319,7 @@ impl Finished {
     }
 }
 
-fn addresses(r: &tagflow::infra::RunReport) -> Vec<String> {
+fn addresses(r: &tagflow::infra::TickReport) -> Vec<String> {
     r.summary
         .resources
         .iter()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Report;
-use super::schema::humantime_serde_compat;
+use super::duration as humantime_serde_compat;
 use super::validate::check_repo_path;
 use crate::secret::SecretRef;
 
@@ -120,7 +120,7 @@ pub(super) fn validate(infra: &[InfraConfig], at: &[usize], r: &mut Report<'_>) 
         if let Err(why) = dir_ok {
             r.at(&at("dir"), format!("infra.{w}.dir: {:?} {why}", ws.dir));
         }
-        if let Err(e) = crate::infra::schedule::Schedule::parse(&ws.schedule) {
+        if let Err(e) = super::Schedule::parse(&ws.schedule) {
             r.at(&at("schedule"), format!("infra.{w}.schedule: {e}"));
         }
         if ws.terraform_bin.trim().is_empty() {
@@ -253,7 +253,7 @@ mod approvals_file {
         parse_gates(&c, ("config/approvals.yaml", Some(text)), ("q.yaml", None))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            crate::infra::decide::approval_for(text, "aws")
+            crate::config::plan_approval(text, "aws")
                 .unwrap()
                 .as_deref(),
             Some("1a2b3c4d5e6f")

@@ -3,8 +3,12 @@
 //! Pure: text in, [`Config`] or a list of [`Problem`]s out. Each top-level entry is deserialized
 //! on its own so one broken image does not hide a broken environment.
 
+mod current;
+mod duration;
+mod environment;
 mod infra;
 mod rollout;
+mod schedule;
 mod schema;
 mod validate;
 
@@ -15,11 +19,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+pub use current::{Current, Loaded};
+pub use environment::{Expect, GateConfig, ReleaseRef, SmokeConfig};
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
 pub use rollout::{
-    APPROVALS, AppendError, Approval, Expect, GateConfig, Gates, QUARANTINE, QuarantineEntry,
-    ReleaseRef, SmokeConfig, append_entry, parse_gates, sibling,
+    APPROVALS, Approval, Gates, QUARANTINE, QuarantineEntry, parse_gates, plan_approval, sibling,
 };
+pub use schedule::{Schedule, ScheduleError};
 pub use schema::*;
 
 use crate::yamlspan;

@@ -1,102 +1,16 @@
-//! Rollout settings of environments (`release`, `smoke`, `promoteFrom`, `gate`, `timeout`) and
-//! the two lists kept in git next to the config: `approvals.yaml` and `quarantine.yaml`.
+//! The checks of environments' rollout settings (`release`, `smoke`, `promoteFrom`, `gate`,
+//! `timeout`) and the two lists kept in git next to the config: `approvals.yaml` and
+//! `quarantine.yaml`.
 //!
-//! Pure: text in, values or located problems out; appending an entry is text in → text out.
+//! Pure: text in, values or located problems out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::schema::humantime_serde_compat;
 use super::{Config, ConfigError, Problem, Report};
 use crate::yamlspan;
-
-/// `environments.<env>.release`: the Flux HelmRelease deploying the environment.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ReleaseRef {
-    /// Namespace of the HelmRelease.
-    pub namespace: String,
-    /// Name of the HelmRelease.
-    pub name: String,
-}
-
-/// `environments.<env>.smoke`: the "curl check" run once the release is Ready.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SmokeConfig {
-    /// URL to GET; `{tag}` is replaced by the tag being rolled out.
-    pub url: String,
-    /// What counts as passing.
-    #[serde(default)]
-    pub expect: Expect,
-    /// Failed checks tolerated before the rollout fails.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Wait between checks.
-    #[serde(default = "default_smoke_interval", with = "humantime_serde_compat")]
-    pub interval: Duration,
-    /// The rollout fails if no check passed this long after Ready.
-    #[serde(default = "default_deadline", with = "humantime_serde_compat")]
-    pub deadline: Duration,
-    /// Timeout of each request.
-    #[serde(default = "default_request_timeout", with = "humantime_serde_compat")]
-    pub timeout: Duration,
-}
-
-/// Expected answer of a smoke check.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Expect {
-    /// HTTP status.
-    #[serde(default = "default_status")]
-    pub status: u16,
-    /// Substring the body must contain; `{tag}` is replaced by the tag being rolled out.
-    pub body_contains: Option<String>,
-}
-
-impl Default for Expect {
-    fn default() -> Self {
-        Self {
-            status: default_status(),
-            body_contains: None,
-        }
-    }
-}
-
-/// `environments.<env>.gate`: what the `promoteFrom` environment must pass first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GateConfig {
-    /// How long the source environment must stay healthy after its smoke check passed.
-    #[serde(default, with = "humantime_serde_compat")]
-    pub soak: Duration,
-    /// Whether an approval (in `approvals.yaml`) for this environment and tag is needed.
-    #[serde(default)]
-    pub approval: bool,
-}
-
-fn default_retries() -> u32 {
-    3
-}
-fn default_smoke_interval() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_deadline() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_status() -> u16 {
-    200
-}
-/// Default of `environments.<env>.timeout`.
-pub(super) fn default_timeout() -> Duration {
-    Duration::from_secs(600)
-}
 
 /// One approval: `tag` may be promoted into `env` (for `image`, or any image when omitted).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -313,89 +227,27 @@ fn locate(file: (&str, Option<&str>), key: &str, i: usize, message: String) -> P
     }
 }
 
-/// Why an entry could not be appended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AppendError {
-    /// The file is not a list tagflow can append to.
-    #[error("failed to append to {file}: {why}")]
-    Shape {
-        /// File.
-        file: String,
-        /// Why.
-        why: String,
-    },
-}
-
-/// Append `entry` (a flow mapping of `fields`) to the `key:` list of a list file, keeping every
-/// other byte; a missing file is created with `header`. The result is parsed again and must hold
-/// exactly one more entry. Returns `None` when an equal entry is already there.
-pub fn append_entry(
-    file: &str,
-    text: Option<&str>,
-    key: &str,
-    header: &str,
-    fields: &[(&str, &str)],
-) -> Result<Option<String>, AppendError> {
-    let shape = |why: String| AppendError::Shape {
-        file: file.to_owned(),
-        why,
+/// The approved plan id for `workspace` in the approvals file (`terraform: {WORKSPACE: ID}`).
+/// Other top-level keys belong to other approvals and are ignored.
+pub fn plan_approval(text: &str, workspace: &str) -> Result<Option<String>, String> {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let Some(tf) = v.get("terraform") else {
+        return Ok(None);
     };
-    let line = format!(
-        "  - {{{}}}\n",
-        fields
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", serde_json::Value::String((*v).to_owned())))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let before: Vec<BTreeMap<String, String>> = match text {
-        Some(t) => parse_list(file, Some(t), key).map_err(|e| shape(e.to_string()))?,
-        None => Vec::new(),
-    };
-    let wanted: BTreeMap<String, String> = fields
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "reason" | "at"))
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    if before
-        .iter()
-        .any(|e| wanted.iter().all(|(k, v)| e.get(k) == Some(v)))
-    {
+    if tf.is_null() {
         return Ok(None);
     }
-    let mut out = match text {
-        None => format!("{header}{key}:\n"),
-        Some(t) => {
-            let mut t = t.to_owned();
-            let empty_flow = format!("{key}: []");
-            if let Some(pos) = t.find(&empty_flow) {
-                t.replace_range(pos..pos + empty_flow.len(), &format!("{key}:"));
-            }
-            if !t.is_empty() && !t.ends_with('\n') {
-                t.push('\n');
-            }
-            if !t
-                .lines()
-                .any(|l| l.trim_end() == format!("{key}:") || l.starts_with(&format!("{key}:")))
-            {
-                t.push_str(&format!("{key}:\n"));
-            }
-            t
-        }
-    };
-    out.push_str(&line);
-    let after: Vec<BTreeMap<String, String>> = parse_list(file, Some(&out), key)
-        .map_err(|e| shape(format!("the appended file does not parse: {e}")))?;
-    if after.len() != before.len() + 1
-        || after
-            .last()
-            .is_none_or(|e| wanted.iter().any(|(k, v)| e.get(k) != Some(v)))
-    {
-        return Err(shape(format!(
-            "`{key}:` must be the file's last block, a block list"
-        )));
+    let m = tf
+        .as_mapping()
+        .ok_or("`terraform` must map workspace names to plan ids")?;
+    match m.get(workspace) {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(other) => Err(format!(
+            "terraform.{workspace}: {other:?} is not a plan id (quote ids that look like numbers)"
+        )),
     }
-    Ok(Some(out))
 }
 
 /// Semantic checks of the rollout fields of every environment.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration as humantime_serde_compat;
 use crate::secret::SecretRef;
 
 /// Whole config file. Top-level sections are deserialized one entry at a time so that every
@@ -214,16 +215,16 @@ pub struct EnvironmentConfig {
     /// Images written into this file; default every image, found by its setter markers.
     pub images: Option<BTreeMap<String, TargetConfig>>,
     /// The Flux HelmRelease that deploys this environment; tagflow watches its status.
-    pub release: Option<super::rollout::ReleaseRef>,
+    pub release: Option<super::environment::ReleaseRef>,
     /// HTTP check run once the release is Ready.
-    pub smoke: Option<super::rollout::SmokeConfig>,
+    pub smoke: Option<super::environment::SmokeConfig>,
     /// Receive only tags that passed this other environment's gates (instead of the policy's pick).
     pub promote_from: Option<String>,
     /// Gates the `promoteFrom` environment's rollout must pass first.
-    pub gate: Option<super::rollout::GateConfig>,
+    pub gate: Option<super::environment::GateConfig>,
     /// Longest wait from tagflow's commit to the release being Ready.
     #[serde(
-        default = "super::rollout::default_timeout",
+        default = "super::environment::default_timeout",
         with = "humantime_serde_compat"
     )]
     pub timeout: Duration,
@@ -316,18 +317,4 @@ impl Default for WebhookConfig {
 
 fn default_max_body() -> usize {
     64 * 1024
-}
-
-/// Durations written as `30s`, `1m`, `1h30m`.
-pub(crate) mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    /// Parse a humantime duration string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
-    }
 }

@@ -6,53 +6,136 @@
 //! cycle that changed it; git stays the truth for values, so a commit whose state save was lost
 //! is adopted from the head instead of being made twice.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use git2::Oid;
 use tokio::sync::Notify;
 
-use super::{Agent, CycleError, Report, Scope, lock};
-use crate::cluster::{self, Cluster};
+use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope};
 use crate::config::{self, Config};
-use crate::gitops::{self, CommitError, Pushed};
-use crate::lease::{Elector, LeaseError};
-use crate::plan::{self, EnvChange, PerEnv};
-use crate::rollout::{self, Observation, Phase, State, env_policy, promotions, register};
+use crate::gitops;
+use crate::k8s::ClusterError;
+use crate::k8s::leadership::Leadership;
+use crate::k8s::lease::LeaseError;
+use crate::k8s::release::{attempted_commit, release_state};
+use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
+use crate::rollout::{self, Observation, Phase, Rollout, State, env_policy, promotions, register};
+use crate::smoke::SmokeChecker;
 
-/// How an unreachable API server is reported (details go to the log).
-pub const KUBE_UNREACHABLE: &str = "cannot reach the Kubernetes API";
-
-/// What rollouts need besides git: the cluster client, the Lease and the watch wake-up.
-#[derive(Debug)]
-pub struct Deploy {
-    /// Kubernetes client and smoke checker.
-    pub cluster: Cluster,
-    /// Leader election and state storage.
-    pub elector: Arc<Elector>,
-    /// Notified by HelmRelease watches and leadership changes.
-    pub wake: Arc<Notify>,
-    /// Stops the watches.
-    pub stop: tokio_util::sync::CancellationToken,
+/// What rollouts remember between cycles.
+#[derive(Debug, Default)]
+struct Memory {
+    /// Rollout state as last loaded from or saved to the Lease (`None`: load it again).
+    state: Option<State>,
+    /// Releases being watched (`namespace/name`).
+    watched: BTreeSet<String>,
 }
 
-impl Agent {
-    /// The rollout machinery, when `run` was given a Lease.
-    pub fn deploy(&self) -> Option<&Arc<Deploy>> {
-        self.deploy.get()
+/// Rollouts on a cluster.
+#[derive(Debug)]
+pub struct Rollouts {
+    lead: Arc<Leadership>,
+    smoke: SmokeChecker,
+    memory: Mutex<Memory>,
+}
+
+impl Rollouts {
+    /// Rollouts driven through `lead`.
+    pub fn new(lead: Arc<Leadership>) -> Self {
+        Self {
+            lead,
+            smoke: SmokeChecker::new(),
+            memory: Mutex::new(Memory::default()),
+        }
     }
 
-    /// Turn rollouts on (once, before the first cycle).
-    pub fn set_deploy(&self, d: Arc<Deploy>) {
-        let _ = self.deploy.set(d);
+    /// Notified by release watches and leadership changes.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.lead.wake.clone()
     }
 
-    async fn load_state(&self, d: &Deploy) -> State {
-        if let Some(s) = lock(&self.memory).state.clone() {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forget the state: it is read again from the Lease on (re)taking the lead.
+    fn forget(&self) {
+        self.memory().state = None;
+    }
+
+    fn ensure_watches(&self, cfg: &Config) {
+        let refs: Vec<config::ReleaseRef> = cfg
+            .environments
+            .values()
+            .filter_map(|e| e.release.clone())
+            .collect();
+        let new: Vec<config::ReleaseRef> = {
+            let mut mem = self.memory();
+            refs.into_iter()
+                .filter(|r| mem.watched.insert(format!("{}/{}", r.namespace, r.name)))
+                .collect()
+        };
+        if !new.is_empty() {
+            self.lead
+                .cluster
+                .watch(&new, self.lead.wake.clone(), self.lead.stop.clone());
+        }
+    }
+}
+
+fn follower_report(head: Oid) -> Report {
+    Report {
+        head,
+        commit: None,
+        changes: Vec::new(),
+        desired: std::collections::BTreeMap::new(),
+        image_errors: Vec::new(),
+        rollout_errors: Vec::new(),
+        requeue: None,
+        follower: true,
+    }
+}
+
+/// The parent line of a rollout's Slack thread: each environment's phase for (image, tag).
+fn status_line(state: &State, r: &Rollout) -> String {
+    let mut phases: std::collections::BTreeMap<&str, String> = state
+        .rollouts
+        .values()
+        .filter(|o| o.image == r.image && o.pinned.tag == r.pinned.tag)
+        .map(|o| (o.env.as_str(), o.phase.to_string()))
+        .collect();
+    phases.insert(r.env.as_str(), r.phase.to_string());
+    format!(
+        "tagflow: {} {} — {}",
+        r.image,
+        r.pinned.tag,
+        phases
+            .iter()
+            .map(|(e, p)| format!("{e}: {p}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    )
+}
+
+impl Reconciler {
+    /// Say one step of a rollout: a reply in the thread of (image, tag) with the parent's status
+    /// line updated when a bot token is configured, else a flat webhook message.
+    fn rollout_post(&self, state: &State, r: &Rollout, text: &str) {
+        let key = format!("{}:{}", r.image, r.pinned.tag);
+        let flat = format!("tagflow: {} {}: {text}", r.image, r.pinned.tag);
+        self.poster.thread(&key, status_line(state, r), text, &flat);
+    }
+
+    async fn load_state(&self, ro: &Rollouts) -> State {
+        if let Some(s) = ro.memory().state.clone() {
             return s;
         }
-        let state = match d.elector.state().await {
+        let state = match ro.lead.elector.state().await {
             Some(text) => match serde_json::from_str::<State>(&text) {
                 Ok(s) => {
                     tracing::info!(
@@ -68,22 +151,45 @@ impl Agent {
             },
             None => State::default(),
         };
-        self.notifier_threads_seed(&state);
+        self.poster.seed_threads(&state.threads);
         state
     }
 
-    /// One cycle with rollouts. Only the leader gets here.
-    pub(super) async fn rollout_cycle(
+    /// A cycle on a cluster: followers only read the config; the leader runs rollouts.
+    pub(super) async fn cluster_cycle(
         &self,
-        d: &Deploy,
+        ro: &Rollouts,
         head: Oid,
         cfg: Arc<Config>,
         scope: &Scope,
     ) -> Result<Report, CycleError> {
-        self.ensure_watches(d, &cfg);
-        let gates = self.gates();
-        let (desired, image_errors) = self.select(&cfg, scope).await;
-        let mut state = self.load_state(d).await;
+        let elector = &ro.lead.elector;
+        let leads = elector.is_leader().await;
+        self.metrics.leader(leads);
+        if !leads {
+            // Followers write nothing; the leader's state is read again on taking over.
+            ro.forget();
+            if let Some(e) = elector.last_error().await {
+                tracing::warn!(error = %e, "cannot reach the Lease");
+                return Err(CycleError::Cluster(ClusterError::Lease(e)));
+            }
+            return Ok(follower_report(head));
+        }
+        self.rollout_cycle(ro, head, cfg, scope).await
+    }
+
+    /// One cycle with rollouts. Only the leader gets here.
+    async fn rollout_cycle(
+        &self,
+        ro: &Rollouts,
+        head: Oid,
+        cfg: Arc<Config>,
+        scope: &Scope,
+    ) -> Result<Report, CycleError> {
+        ro.ensure_watches(&cfg);
+        let gates = self.current.gates();
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let mut state = self.load_state(ro).await;
         let before = state.clone();
         let now = Utc::now();
 
@@ -94,107 +200,51 @@ impl Agent {
         per_env.retain(|_, m| !m.is_empty());
         let (commit, changes, at) = if per_env.is_empty() {
             (None, Vec::new(), head)
-        } else if !d.elector.is_leader().await {
+        } else if !ro.lead.elector.is_leader().await {
             // Lost the Lease during this cycle: write nothing; the new leader has the state.
-            lock(&self.memory).state = None;
-            return Ok(Report {
-                head,
-                commit: None,
-                changes: Vec::new(),
-                desired,
-                image_errors,
-                requeue: None,
-                follower: true,
-            });
+            ro.forget();
+            return Ok(follower_report(head));
         } else {
-            self.commit_plan(&cfg, &per_env).await?
+            let c = self
+                .repo
+                .commit(cfg.clone(), ChangeSet::Update(per_env.clone()))
+                .await?;
+            (c.commit, c.changes, c.head)
         };
         let reg = register(&cfg, &mut state, &per_env, &changes, commit, at, now);
         for old in &reg.superseded {
             self.rollout_post(&state, old, &format!("{}: {}", old.env, old.reason));
         }
         if let Some(c) = commit {
-            self.announce_commit(&cfg, &state, &reg.started, &changes, c);
+            self.announce_rollouts(&cfg, &state, &reg.started, &changes, c);
         }
-        let (wake, errors) = self.advance(&cfg, d, &gates, &mut state).await;
+        let (wake, errors) = self.advance(&cfg, ro, &gates, &mut state).await;
         if state == before {
-            lock(&self.memory).state = Some(state);
+            ro.memory().state = Some(state);
         } else {
-            self.save_state(d, &state).await;
+            self.save_state(ro, &state).await;
         }
-        if errors.iter().any(|e| e == KUBE_UNREACHABLE) {
+        let mut errors = errors;
+        if let Some(pos) = errors.iter().position(
+            |e| matches!(e, RolloutError::Release { source, .. } if source.is_transient()),
+        ) && let RolloutError::Release { source, .. } = errors.swap_remove(pos)
+        {
             // Said the same way as a follower cut off from its Lease, so Slack hears it once.
-            return Err(CycleError::Cluster(KUBE_UNREACHABLE.to_owned()));
+            return Err(CycleError::Cluster(source));
         }
-        let mut image_errors = image_errors;
-        image_errors.extend(errors.into_iter().map(|e| ("rollouts".to_owned(), e)));
         Ok(Report {
             head: at,
             commit,
             changes,
             desired,
             image_errors,
+            rollout_errors: errors,
             requeue: wake,
             follower: false,
         })
     }
 
-    fn ensure_watches(&self, d: &Deploy, cfg: &Config) {
-        let refs: Vec<config::ReleaseRef> = cfg
-            .environments
-            .values()
-            .filter_map(|e| e.release.clone())
-            .collect();
-        let mut mem = lock(&self.memory);
-        let new: Vec<config::ReleaseRef> = refs
-            .into_iter()
-            .filter(|r| mem.watched.insert(format!("{}/{}", r.namespace, r.name)))
-            .collect();
-        drop(mem);
-        if !new.is_empty() {
-            d.cluster.watch(&new, d.wake.clone(), d.stop.clone());
-        }
-    }
-
-    /// Commit the desired values of every environment in one commit; (commit, changes, head).
-    pub(super) async fn commit_plan(
-        &self,
-        cfg: &Arc<Config>,
-        per_env: &PerEnv,
-    ) -> Result<(Option<Oid>, Vec<EnvChange>, Oid), CycleError> {
-        let author = cfg.git.author.clone();
-        let plan_cfg = cfg.clone();
-        let plan_desired = per_env.clone();
-        let pushed = self
-            .with_git(move |c| {
-                c.commit_and_push(&author, |snap| {
-                    plan::plan_env_edits(&plan_cfg, &plan_desired, |p| snap.read(p))
-                })
-            })
-            .await?;
-        match pushed {
-            Ok(Pushed::Unchanged { head }) => Ok((None, Vec::new(), head)),
-            Ok(Pushed::Committed {
-                commit,
-                attempts,
-                detail,
-            }) => {
-                self.metrics.commit();
-                tracing::info!(commit = %gitops::short(commit), attempts, changes = detail.len(), "pushed");
-                for c in &detail {
-                    tracing::info!(commit = %gitops::short(commit), "{}", plan::describe(c));
-                }
-                Ok((Some(commit), detail, commit))
-            }
-            Err(CommitError::Git(e)) => Err(e.into()),
-            Err(CommitError::Plan(e)) => {
-                self.metrics.error("plan");
-                Err(e.into())
-            }
-        }
-    }
-
-    fn announce_commit(
+    fn announce_rollouts(
         &self,
         cfg: &Config,
         state: &State,
@@ -202,7 +252,7 @@ impl Agent {
         changes: &[EnvChange],
         commit: Oid,
     ) {
-        let link = crate::notify::commit_link(&self.opts.url, &commit.to_string());
+        let link = crate::notify::commit_link(&self.repo.opts.url, &commit.to_string());
         let shown = match &link {
             Some(l) => format!("<{l}|{}>", gitops::short(commit)),
             None => gitops::short(commit),
@@ -236,14 +286,14 @@ impl Agent {
     }
 
     /// Observe and step every rollout in flight; revert what failed. Returns the earliest wake-up
-    /// and the errors met (cluster unreachable, revert not pushed).
+    /// and the errors met.
     async fn advance(
         &self,
         cfg: &Arc<Config>,
-        d: &Deploy,
+        ro: &Rollouts,
         gates: &config::Gates,
         state: &mut State,
-    ) -> (Option<Duration>, Vec<String>) {
+    ) -> (Option<Duration>, Vec<RolloutError>) {
         let mut wake: Option<Duration> = None;
         let mut errors = Vec::new();
         let keys: Vec<String> = state.rollouts.keys().cloned().collect();
@@ -270,17 +320,20 @@ impl Agent {
             if needs.release
                 && let Some(rel) = &env.release
             {
-                match d.cluster.helm_release(rel).await {
+                match ro.lead.cluster.helm_release(rel).await {
                     Ok(obj) => {
-                        let reconciled = match obj.as_ref().and_then(cluster::attempted_commit) {
-                            Some(rev) => self.reconciled(&rev, &r.commit).await,
+                        let reconciled = match obj.as_ref().and_then(attempted_commit) {
+                            Some(rev) => self.repo.contains(&rev, &r.commit).await,
                             None => false,
                         };
-                        obs.release = Some(cluster::release_state(obj.as_ref(), reconciled));
+                        obs.release = Some(release_state(obj.as_ref(), reconciled));
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the HelmRelease");
-                        errors.push(KUBE_UNREACHABLE.to_owned());
+                    Err(source) => {
+                        tracing::warn!(error = %source, "cannot read the HelmRelease");
+                        errors.push(RolloutError::Release {
+                            env: r.env.clone(),
+                            source,
+                        });
                         wake = min_wake(wake, Some(policy.resync));
                         continue;
                     }
@@ -290,7 +343,12 @@ impl Agent {
                 && !matches!(obs.release, Some(rollout::Release::Failed(_)))
                 && let Some(s) = &env.smoke
             {
-                obs.smoke = Some(d.cluster.smoke(s, &r.pinned.tag).await);
+                obs.smoke = Some(
+                    ro.smoke
+                        .check(s, &r.pinned.tag)
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
             }
             let step = rollout::step(&r, &obs, &policy, Utc::now());
             if step.next.phase != r.phase {
@@ -301,7 +359,7 @@ impl Agent {
             }
             let mut next = step.next;
             let mut w = step.wake;
-            if next.phase == Phase::Failed && d.elector.is_leader().await {
+            if next.phase == Phase::Failed && ro.lead.elector.is_leader().await {
                 match self.revert(cfg, &next).await {
                     Ok(commit) => {
                         let back = next
@@ -318,11 +376,13 @@ impl Agent {
                         self.rollout_post(state, &next, &format!("{} {} quarantined: the policy will not pick it and it will not be promoted until a commit removes it from config/quarantine.yaml", r.image, r.pinned.tag));
                         w = Some(Duration::ZERO);
                     }
-                    Err(e) => {
-                        errors.push(format!(
-                            "revert of {} {} in {}: {e}",
-                            r.image, r.pinned.tag, r.env
-                        ));
+                    Err(source) => {
+                        errors.push(RolloutError::Revert {
+                            env: r.env.clone(),
+                            image: r.image.clone(),
+                            tag: r.pinned.tag.clone(),
+                            source,
+                        });
                         w = Some(Duration::from_secs(5));
                     }
                 }
@@ -333,23 +393,57 @@ impl Agent {
         (wake, errors)
     }
 
-    /// Whether revision `rev` (a full or abbreviated sha) is `commit` or descends from it.
-    async fn reconciled(&self, rev: &str, commit: &str) -> bool {
-        let (rev, commit) = (rev.to_owned(), commit.to_owned());
-        self.with_git(move |c| c.contains(&rev, &commit))
-            .await
-            .unwrap_or(false)
+    /// Commit the previous values of the failed rollout's environment and quarantine its tag.
+    async fn revert(&self, cfg: &Arc<Config>, r: &Rollout) -> Result<Option<Oid>, RevertError> {
+        let previous = match &r.previous {
+            None => None,
+            Some(prev) => {
+                let img = &cfg.images[&r.image];
+                let digest = if prev.digest.is_empty() {
+                    self.registries
+                        .resolve(cfg, &img.repository, &prev.tag, &img.platform)
+                        .await?
+                        .digest
+                } else {
+                    prev.digest.clone()
+                };
+                Some(Desired {
+                    image: r.image.clone(),
+                    repository: img.repository.clone(),
+                    tag: prev.tag.clone(),
+                    digest,
+                    reason: "revert".into(),
+                })
+            }
+        };
+        let change = ChangeSet::Revert {
+            env: r.env.clone(),
+            image: r.image.clone(),
+            previous,
+            quarantine: QuarantineNote {
+                file: config::sibling(&self.repo.opts.config_path, config::QUARANTINE),
+                image: r.image.clone(),
+                tag: r.pinned.tag.clone(),
+                reason: r.reason.clone(),
+                at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        };
+        let done = self.repo.commit(cfg.clone(), change).await?;
+        if let Some(commit) = done.commit {
+            tracing::info!(commit = %gitops::short(commit), env = %r.env, tag = %r.pinned.tag, "reverted and quarantined");
+        }
+        Ok(done.commit)
     }
 
-    async fn save_state(&self, d: &Deploy, state: &State) {
+    async fn save_state(&self, ro: &Rollouts, state: &State) {
         let mut state = state.clone();
         // Only threads of tags still tracked, so the annotation stays small.
-        let live: std::collections::BTreeSet<String> = state
+        let live: BTreeSet<String> = state
             .rollouts
             .values()
             .map(|r| format!("{}:{}", r.image, r.pinned.tag))
             .collect();
-        state.threads = self.notifier_threads();
+        state.threads = self.poster.threads();
         state.threads.retain(|k, _| live.contains(k));
         let text = match serde_json::to_string(&state) {
             Ok(t) => t,
@@ -358,18 +452,18 @@ impl Agent {
                 return;
             }
         };
-        match d.elector.save_state(&text).await {
-            Ok(()) => lock(&self.memory).state = Some(state),
+        match ro.lead.elector.save_state(&text).await {
+            Ok(()) => ro.memory().state = Some(state),
             Err(LeaseError::NotLeader) => {
                 tracing::warn!(
                     "lost the Lease before saving the rollout state; the new leader goes on from git and its state"
                 );
-                lock(&self.memory).state = None;
+                ro.forget();
             }
             Err(e) => {
                 // Keep it in memory and try again next cycle; git holds the values meanwhile.
                 tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
-                lock(&self.memory).state = Some(state);
+                ro.memory().state = Some(state);
             }
         }
     }

@@ -1,33 +1,92 @@
 //! Selection: scan the registry and pick the desired image per configured image.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Agent, Scope, lock};
-use crate::config::{Config, Order};
-use crate::gitops;
+use super::Scope;
+use crate::config::{Config, Gates, Order};
+use crate::gitops::{self, GitAuth, GitError, RepoOptions};
+use crate::metrics::Metrics;
 use crate::plan::Desired;
-use crate::policy::{Facts, Policy};
-use crate::registry::RegistryError;
+use crate::policy::{Facts, NoCandidate, Policy, PolicyError};
+use crate::registry::{Registries, RegistryError};
 
 /// How soon to rescan after a listed tag could not be read.
-pub(super) const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
+pub const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
 /// How often one unreadable tag triggers an early rescan before tagflow waits for the interval.
 const UNREADABLE_TRIES: u32 = 5;
+
+/// Why no tag could be selected for an image.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The policy refused (bad regex, no tag qualifies).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// No listed tag qualifies (waits for a new tag or a policy change).
+    #[error(transparent)]
+    NoCandidate(#[from] NoCandidate),
+    /// `order: git` without a `source`.
+    #[error("order: git needs a source")]
+    NoSource,
+    /// The app's source repo (for `order: git`) could not be read.
+    #[error("failed to read the source repo: {0}")]
+    Source(#[source] GitError),
+}
+
+impl SelectError {
+    /// Worth retrying soon: 5xx, 429, timeouts and refused connections; not 401/403, a missing
+    /// platform, a bad regex or a policy that matches nothing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Registry(e) => e.is_transient(),
+            Self::Source(e) => e.is_transient(),
+            Self::Policy(_) | Self::NoCandidate(_) | Self::NoSource => false,
+        }
+    }
+
+    /// A stable identity for alerts (the kind, not the text).
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Registry(e) => match e {
+                RegistryError::Setup(_) => "registry:setup".into(),
+                RegistryError::Unauthorized { .. } => "registry:unauthorized".into(),
+                RegistryError::RateLimited { .. } => "registry:rate-limited".into(),
+                RegistryError::Status { status, .. } => format!("registry:status:{status}"),
+                RegistryError::Transport { timeout: true, .. } => "registry:timeout".into(),
+                RegistryError::Transport { .. } => "registry:transport".into(),
+                RegistryError::BadResponse { .. } => "registry:bad-response".into(),
+                RegistryError::NotFound(_) => "registry:not-found".into(),
+                RegistryError::NoPlatform { .. } => "registry:no-platform".into(),
+                #[allow(unreachable_patterns)] // New variants fall here until they get a name.
+                _ => "registry:other".into(),
+            },
+            Self::Policy(_) => "policy".into(),
+            Self::NoCandidate(_) => "no-candidate".into(),
+            Self::NoSource => "no-source".into(),
+            Self::Source(e) => format!("source:{}", e.kind()),
+        }
+    }
+}
 
 /// Tags a registry listed but answered 404 for. A registry notifies before a pushed manifest is
 /// readable, so a webhook scan can land in that gap; a few quick rescans close it, and the
 /// count keeps a permanently broken tag from causing a rescan every second.
 #[derive(Debug, Default)]
-pub(super) struct Unreadable {
+pub struct Unreadable {
     seen: BTreeMap<(String, String), u32>,
     this_cycle: bool,
 }
 
 impl Unreadable {
-    pub(super) fn note(&mut self, image: &str, tag: &str) {
+    /// A listed tag answered 404.
+    pub fn note(&mut self, image: &str, tag: &str) {
         let n = self
             .seen
             .entry((image.to_owned(), tag.to_owned()))
@@ -38,33 +97,75 @@ impl Unreadable {
         }
     }
 
-    pub(super) fn take_retry(&mut self) -> bool {
+    /// Whether this cycle met an unreadable tag worth a quick rescan (once per cycle).
+    pub fn take_retry(&mut self) -> bool {
         std::mem::take(&mut self.this_cycle)
     }
 }
 
-impl Agent {
-    /// Scan the registry and pick the desired image for each image in scope.
+/// What selection needs: the registries, and a work dir for the source repos of `order: git`.
+#[derive(Debug)]
+pub struct Selector {
+    registries: Arc<Registries>,
+    metrics: Arc<Metrics>,
+    sources_dir: PathBuf,
+    auth: GitAuth,
+    unreadable: Mutex<Unreadable>,
+}
+
+impl Selector {
+    /// A selector for the repo `opts` describe (its work dir and git credentials).
+    pub fn new(opts: &RepoOptions, registries: Arc<Registries>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            registries,
+            metrics,
+            sources_dir: opts.workdir.join("sources"),
+            auth: opts.auth.clone(),
+            unreadable: Mutex::new(Unreadable::default()),
+        }
+    }
+
+    /// Whether this cycle met a listed tag that could not be read yet (asked once per cycle).
+    pub fn take_retry(&self) -> bool {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_retry()
+    }
+
+    /// Scan the registry and pick the desired image for each image in scope; quarantined tags
+    /// are never picked.
     pub async fn select(
         &self,
         cfg: &Config,
+        gates: &Gates,
         scope: &Scope,
-    ) -> (BTreeMap<String, Desired>, Vec<(String, String)>) {
+    ) -> (BTreeMap<String, Desired>, Vec<(String, SelectError)>) {
+        // Every image at once: the registry's own limiter (`concurrency`, `rateLimit`) bounds
+        // what is in flight, not the number of images. Results are read back in config order,
+        // so logs and commit messages do not depend on which answer came first.
+        let names: Vec<&String> = cfg
+            .images
+            .keys()
+            .filter(|name| match scope {
+                Scope::All => true,
+                Scope::Images(set) => set.contains(*name),
+            })
+            .collect();
+        let results =
+            futures::future::join_all(names.iter().map(|name| self.select_one(cfg, gates, name)))
+                .await;
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
-        for (name, img) in &cfg.images {
-            if let Scope::Images(set) = scope
-                && !set.contains(name)
-            {
-                continue;
-            }
-            match self.select_one(cfg, name).await {
+        for (name, result) in names.into_iter().zip(results) {
+            match result {
                 Ok(d) => {
                     tracing::info!(image = %name, tag = %d.tag, reason = %d.reason, "selected");
                     desired.insert(name.clone(), d);
                 }
                 Err(e) => {
-                    tracing::warn!(image = %name, repository = %img.repository, error = %e, "could not select a tag");
+                    let repository = &cfg.images[name].repository;
+                    tracing::warn!(image = %name, repository = %repository, error = %e, transient = e.is_transient(), "could not select a tag");
                     self.metrics.error("registry");
                     errors.push((name.clone(), e));
                 }
@@ -73,16 +174,17 @@ impl Agent {
         (desired, errors)
     }
 
-    async fn select_one(&self, cfg: &Config, name: &str) -> Result<Desired, String> {
+    async fn select_one(
+        &self,
+        cfg: &Config,
+        gates: &Gates,
+        name: &str,
+    ) -> Result<Desired, SelectError> {
         let img = &cfg.images[name];
-        let policy = Policy::compile(&img.policy).map_err(|e| e.to_string())?;
-        let tags = self
-            .registries
-            .list_tags(cfg, &img.repository)
-            .await
-            .map_err(|e| e.to_string())?;
+        let policy = Policy::compile(&img.policy)?;
+        let tags = self.registries.list_tags(cfg, &img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
-        let quarantined = self.gates().quarantined_tags(name);
+        let quarantined = gates.quarantined_tags(name);
         let qualified: Vec<_> = policy
             .filter(tags.iter().map(String::as_str))
             .into_iter()
@@ -115,28 +217,28 @@ impl Agent {
                         }
                         // Listed but not readable: deleted since the listing, or — right after
                         // a push notification — not stored yet. Not a candidate now; look again.
-                        Err(RegistryError::NotFound(_)) => {
-                            lock(&self.unreadable).note(name, &q.tag)
-                        }
-                        Err(e) => return Err(e.to_string()),
+                        Err(RegistryError::NotFound(_)) => self
+                            .unreadable
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .note(name, &q.tag),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
             Order::Git => {
-                let source = img.source.clone().ok_or("order: git needs a source")?;
+                let source = img.source.clone().ok_or(SelectError::NoSource)?;
                 let keys: Vec<String> = qualified.iter().map(|q| q.key.clone()).collect();
                 let dir = self
-                    .opts
-                    .workdir
-                    .join("sources")
+                    .sources_dir
                     .join(&hex::encode(Sha256::digest(source.url.as_bytes()))[..16]);
-                let auth = self.opts.auth.clone();
+                let auth = self.auth.clone();
                 let ranks = tokio::task::spawn_blocking(move || {
                     gitops::source::commit_ranks(&source.url, &source.branch, &dir, auth, &keys)
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("source repo: {e}"))?;
+                .map_err(|e| SelectError::Source(GitError::Task(e.to_string())))?
+                .map_err(SelectError::Source)?;
                 for q in &qualified {
                     facts.insert(
                         q.tag.clone(),
@@ -149,14 +251,11 @@ impl Agent {
             }
             _ => {}
         }
-        let decision = policy
-            .select(&qualified, &facts)
-            .map_err(|e| e.to_string())?;
+        let decision = policy.select(&qualified, &facts)?;
         let meta = self
             .registries
             .resolve(cfg, &img.repository, &decision.tag, &img.platform)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (tag, why) in &decision.skipped {
             tracing::debug!(image = %name, tag = %tag, reason = %why, "tag skipped");
         }

@@ -19,6 +19,25 @@ pub struct GitAuth {
     pub password: Option<String>,
 }
 
+impl GitAuth {
+    /// The https password: from `file` when given, else from `TAGFLOW_GIT_PASSWORD`. Either way
+    /// it is registered with the log redactor.
+    pub fn read_password(
+        file: Option<&std::path::Path>,
+    ) -> Result<Option<String>, crate::secret::SecretError> {
+        match (file, std::env::var("TAGFLOW_GIT_PASSWORD")) {
+            (Some(f), _) => crate::secret::SecretRef::file(f.to_string_lossy())
+                .read()
+                .map(Some),
+            (None, Ok(p)) if !p.is_empty() => {
+                crate::secret::register(&p);
+                Ok(Some(p))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// A remote URL split into what the callbacks need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteInfo {

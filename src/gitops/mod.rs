@@ -6,6 +6,7 @@
 //! caller to plan again on it, and retries with backoff.
 
 pub mod auth;
+mod repo;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -14,8 +15,10 @@ use std::time::Duration;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature};
 
 pub use auth::GitAuth;
+pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions};
 
 use crate::config::Author;
+use crate::plan::{self, Prepared};
 
 const MODE_BLOB: i32 = 0o100_644;
 const MODE_EXEC: i32 = 0o100_755;
@@ -50,6 +53,9 @@ pub enum GitError {
         /// Why it cannot be read.
         reason: String,
     },
+    /// The blocking git task died (a bug: reported, never retried in a loop).
+    #[error("git task failed: {0}")]
+    Task(String),
     /// Other writers kept winning the race.
     #[error(
         "push rejected {0} times in a row (other writers kept moving the branch); will retry next cycle"
@@ -58,6 +64,23 @@ pub enum GitError {
 }
 
 impl GitError {
+    /// A stable identity for alerts: the kind and the action's verb, never the varying text
+    /// (temp pack file names, addresses).
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Setup(_) => "setup".into(),
+            Self::Git { action, source } => format!(
+                "{}:{:?}",
+                action.split_whitespace().next().unwrap_or("git"),
+                source.class()
+            ),
+            Self::NoBranch(b) => format!("no-branch:{b}"),
+            Self::File { path, .. } => format!("file:{path}"),
+            Self::Task(_) => "task".into(),
+            Self::Contended(_) => "contended".into(),
+        }
+    }
+
     /// Worth retrying later without a config change.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -88,29 +111,9 @@ fn scrub(e: git2::Error) -> git2::Error {
     git2::Error::new(e.code(), e.class(), msg)
 }
 
-/// A file to write in the next commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
-    /// Path in the repo.
-    pub path: String,
-    /// New content.
-    pub content: Vec<u8>,
-}
-
-/// What a planning step wants committed.
-#[derive(Debug)]
-pub struct Prepared<T> {
-    /// Files to write.
-    pub edits: Vec<Edit>,
-    /// Commit message.
-    pub message: String,
-    /// Anything the caller wants back (e.g. the change list).
-    pub detail: T,
-}
-
 /// Result of [`Checkout::commit_and_push`].
 #[derive(Debug)]
-pub enum Pushed<T> {
+pub enum Pushed {
     /// Nothing to change on the current head.
     Unchanged {
         /// The head looked at.
@@ -122,14 +125,14 @@ pub enum Pushed<T> {
         commit: Oid,
         /// Push attempts it took.
         attempts: u32,
-        /// The caller's detail from the plan that was pushed.
-        detail: T,
+        /// The plan that was pushed.
+        prepared: Prepared,
     },
 }
 
-/// A planning step failed (bad input, not git).
+/// Why [`Checkout::commit_and_push`] stopped without a commit.
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError<E: std::error::Error + 'static> {
+pub enum PushError<E: std::error::Error + 'static> {
     /// Git failed.
     #[error(transparent)]
     Git(#[from] GitError),
@@ -241,6 +244,16 @@ impl Snapshot<'_> {
         match refused {
             Some(e) => Err(e),
             None => Ok(out),
+        }
+    }
+
+    /// [`Snapshot::read`] as the pure planner reads files.
+    pub fn reader(&self) -> impl Fn(&str) -> Result<Option<Vec<u8>>, plan::ReadError> + '_ {
+        |path| {
+            self.read(path).map_err(|e| plan::ReadError {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
         }
     }
 
@@ -371,15 +384,15 @@ impl Checkout {
     /// Fetch, let `plan` decide the edits on the fresh head, commit them and push — never forced.
     /// On a rejected push the whole thing repeats on the new head, so another writer's commit is
     /// kept and tagflow's intended values are applied on top of it.
-    pub fn commit_and_push<T, E: std::error::Error + 'static>(
+    pub fn commit_and_push<E: std::error::Error + 'static>(
         &self,
         author: &Author,
-        mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared<T>>, E>,
-    ) -> Result<Pushed<T>, CommitError<E>> {
+        mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared>, E>,
+    ) -> Result<Pushed, PushError<E>> {
         for attempt in 1..=PUSH_ATTEMPTS {
             let head = self.fetch()?;
             let snap = self.snapshot(head)?;
-            let Some(prepared) = plan(&snap).map_err(CommitError::Plan)? else {
+            let Some(prepared) = plan(&snap).map_err(PushError::Plan)? else {
                 return Ok(Pushed::Unchanged { head });
             };
             let Some(commit) = self.build_commit(&snap, author, &prepared)? else {
@@ -393,7 +406,7 @@ impl Checkout {
                     return Ok(Pushed::Committed {
                         commit,
                         attempts: attempt,
-                        detail: prepared.detail,
+                        prepared,
                     });
                 }
                 PushResult::Rejected(why) => {
@@ -405,11 +418,11 @@ impl Checkout {
         Err(GitError::Contended(PUSH_ATTEMPTS).into())
     }
 
-    fn build_commit<T>(
+    fn build_commit(
         &self,
         snap: &Snapshot<'_>,
         author: &Author,
-        p: &Prepared<T>,
+        p: &Prepared,
     ) -> Result<Option<Oid>, GitError> {
         let mut builder = git2::build::TreeUpdateBuilder::new();
         for e in &p.edits {
@@ -557,20 +570,6 @@ impl Checkout {
             }
             Err(e) => Err(git_err(format!("update {name} in {}", path.display()))(e)),
         }
-    }
-
-    /// Append a commit's one-line summary and author, for logs and `status`.
-    pub fn describe(&self, commit: Oid) -> String {
-        self.repo
-            .find_commit(commit)
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    short(commit),
-                    c.summary().ok().flatten().unwrap_or_default()
-                )
-            })
-            .unwrap_or_else(|_| short(commit))
     }
 }
 

@@ -4,7 +4,7 @@ use crate::config::InfraMode;
 
 /// Remembered per workspace between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Memory {
+pub struct Seen {
     /// Plan id of the drift last reported (None: no drift reported, or resolved since).
     pub reported: Option<String>,
     /// The approval last acted upon (applied or refused), so it is not acted upon every tick.
@@ -49,7 +49,7 @@ pub enum Step {
 }
 
 /// Decide from the mode, the plan, the approval committed in git and what was said before.
-pub fn decide(mode: InfraMode, plan: Planned<'_>, approval: Option<&str>, mem: &Memory) -> Step {
+pub fn next_step(mode: InfraMode, plan: Planned<'_>, approval: Option<&str>, mem: &Seen) -> Step {
     let fresh_approval = approval.filter(|a| mem.approval_seen.as_deref() != Some(*a));
     if let Some(a) = fresh_approval {
         match mode {
@@ -83,36 +83,13 @@ pub fn decide(mode: InfraMode, plan: Planned<'_>, approval: Option<&str>, mem: &
     Step::Quiet
 }
 
-/// The approved plan id for `workspace` in the approvals file (`terraform: {WORKSPACE: ID}`).
-/// Other top-level keys belong to other approvals and are ignored.
-pub fn approval_for(text: &str, workspace: &str) -> Result<Option<String>, String> {
-    let v: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    let Some(tf) = v.get("terraform") else {
-        return Ok(None);
-    };
-    if tf.is_null() {
-        return Ok(None);
-    }
-    let m = tf
-        .as_mapping()
-        .ok_or("`terraform` must map workspace names to plan ids")?;
-    match m.get(workspace) {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(serde_yaml::Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(other) => Err(format!(
-            "terraform.{workspace}: {other:?} is not a plan id (quote ids that look like numbers)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use InfraMode::{Approve, Auto, Detect};
 
-    fn mem(reported: Option<&str>, seen: Option<&str>) -> Memory {
-        Memory {
+    fn mem(reported: Option<&str>, seen: Option<&str>) -> Seen {
+        Seen {
             reported: reported.map(Into::into),
             approval_seen: seen.map(Into::into),
             error_alerted: None,
@@ -130,14 +107,7 @@ mod tests {
             plan_id: "p0",
         };
         let stale = |a: &str| Step::RefuseStale { approved: a.into() };
-        type Case<'a> = (
-            &'a str,
-            InfraMode,
-            Planned<'a>,
-            Option<&'a str>,
-            Memory,
-            Step,
-        );
+        type Case<'a> = (&'a str, InfraMode, Planned<'a>, Option<&'a str>, Seen, Step);
         #[rustfmt::skip]
         let cases: Vec<Case<'_>> = vec![
             ("no drift, nothing said", Detect, clean, None, mem(None, None), Step::Quiet),
@@ -155,21 +125,7 @@ mod tests {
             ("auto, no drift", Auto, clean, None, mem(None, None), Step::Quiet),
         ];
         for (name, mode, plan, approval, m, want) in cases {
-            assert_eq!(decide(mode, plan, approval, &m), want, "{name}");
+            assert_eq!(next_step(mode, plan, approval, &m), want, "{name}");
         }
-    }
-
-    #[test]
-    fn approvals_file() {
-        let text = "prod: {app: a1b2c3d}\nterraform:\n  aws: 1a2b3c4d5e6f\n  gcp: 123456789012\n";
-        assert_eq!(
-            approval_for(text, "aws").unwrap().as_deref(),
-            Some("1a2b3c4d5e6f")
-        );
-        assert_eq!(approval_for(text, "azure").unwrap(), None);
-        assert!(approval_for(text, "gcp").unwrap_err().contains("quote"));
-        assert_eq!(approval_for("other: 1\n", "aws").unwrap(), None);
-        assert!(approval_for("terraform: [a]\n", "aws").is_err());
-        assert!(approval_for(": :\n  - [", "aws").is_err());
     }
 }

@@ -4,14 +4,16 @@
 //! Pure cores: [`schedule`] (is the cron due), [`summary`] (drift from `show -json`),
 //! [`decide`] (report / resolve / apply / refuse), [`inventory`] (output → YAML).
 //! IO shell: [`terraform`] (the subprocess) and the [`Watcher`] here, which runs one workspace
-//! at a time per name, posts to Slack through the [`Agent`] and commits through its checkout.
+//! at a time per name, posts to Slack and commits through a narrow [`Host`]: the config repo,
+//! the config in force, Slack and metrics — not the whole cycle.
 
+pub mod cron;
 pub mod decide;
 pub mod inventory;
-pub mod schedule;
 mod scheduler;
 pub mod summary;
 pub mod terraform;
+mod tick;
 mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,15 +23,28 @@ use std::time::Duration;
 
 use git2::Oid;
 
-use crate::config::{Config, InfraConfig, InfraMode};
-use crate::cycle::{Agent, CycleError};
-use crate::gitops::{self, CommitError, Edit, GitError, Prepared, Pushed};
-use decide::{Memory, Step};
+use crate::config::{self, Config, Current, InfraConfig};
+use crate::gitops::{self, CommitError, ConfigRepo, GitError};
+use crate::metrics::Metrics;
+use crate::notify::Poster;
+use crate::plan::ChangeSet;
+use decide::{Seen, Step};
 use summary::Summary;
 use terraform::{Terraform, TerraformError};
 
-/// Approvals live next to the config file: `<config dir>/approvals.yaml`.
-const APPROVALS_FILE: &str = "approvals.yaml";
+/// What the watcher needs of the running agent.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The config repo: workspace code is read from it, inventories committed to it.
+    pub repo: Arc<ConfigRepo>,
+    /// The config in force (workspaces are read from it).
+    pub current: Arc<Current>,
+    /// Slack.
+    pub poster: Poster,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
 /// The scheduler re-reads the config at least this often.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -39,12 +54,15 @@ pub enum InfraError {
     /// The workspace is not in the config.
     #[error("no infra workspace named {0:?} in the config")]
     Unknown(String),
-    /// Fetching the repo or loading the config failed.
-    #[error(transparent)]
-    Cycle(Box<CycleError>),
-    /// Reading the workspace from git or committing the inventory failed.
+    /// No good config has been loaded yet.
+    #[error("no good config loaded yet")]
+    NoConfig,
+    /// Reading the workspace from git failed.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// Committing the inventory failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     /// Terraform failed or timed out.
     #[error(transparent)]
     Terraform(#[from] TerraformError),
@@ -77,18 +95,12 @@ pub enum InfraError {
     Other(String),
 }
 
-impl From<CycleError> for InfraError {
-    fn from(e: CycleError) -> Self {
-        Self::Cycle(Box::new(e))
-    }
-}
-
 impl InfraError {
     /// The stage label for the failures metric.
     pub fn stage(&self) -> String {
         match self {
             Self::Terraform(t) => t.stage().to_owned(),
-            Self::Cycle(_) | Self::Git(_) => "git".into(),
+            Self::NoConfig | Self::Git(_) | Self::Commit(_) => "git".into(),
             Self::Summary(_) => "show".into(),
             Self::Inventory(_) => "inventory".into(),
             _ => "setup".into(),
@@ -119,7 +131,7 @@ pub struct Plan {
 
 /// What one scheduled run did.
 #[derive(Debug)]
-pub struct RunReport {
+pub struct TickReport {
     /// Workspace.
     pub workspace: String,
     /// The plan it made.
@@ -135,8 +147,8 @@ pub struct RunReport {
 /// Runs workspaces; one run per workspace at a time.
 #[derive(Debug)]
 pub struct Watcher {
-    agent: Arc<Agent>,
-    memory: Mutex<BTreeMap<String, Memory>>,
+    host: Host,
+    memory: Mutex<BTreeMap<String, Seen>>,
     busy: Mutex<BTreeSet<String>>,
 }
 
@@ -157,17 +169,22 @@ impl Drop for Busy<'_> {
 }
 
 impl Watcher {
-    /// A watcher posting through `agent` (whose notifier decides whether Slack is used).
-    pub fn new(agent: Arc<Agent>) -> Arc<Self> {
+    /// A watcher working through `host` (whose poster decides whether Slack is used).
+    pub fn new(host: Host) -> Arc<Self> {
         Arc::new(Self {
-            agent,
+            host,
             memory: Mutex::new(BTreeMap::new()),
             busy: Mutex::new(BTreeSet::new()),
         })
     }
 
+    /// The config in force.
+    pub fn config(&self) -> Option<Arc<Config>> {
+        self.host.current.config()
+    }
+
     fn base(&self, name: &str) -> PathBuf {
-        self.agent.opts.workdir.join("infra").join(name)
+        self.host.repo.opts.workdir.join("infra").join(name)
     }
 
     fn try_busy(&self, name: &str) -> Option<Busy<'_>> {
@@ -182,7 +199,7 @@ impl Watcher {
         lock(&self.busy).contains(name)
     }
 
-    fn memory(&self, name: &str) -> Memory {
+    fn memory(&self, name: &str) -> Seen {
         let mut mem = lock(&self.memory);
         mem.entry(name.to_owned())
             .or_insert_with(|| {
@@ -194,7 +211,7 @@ impl Watcher {
             .clone()
     }
 
-    fn remember(&self, name: &str, m: Memory) {
+    fn remember(&self, name: &str, m: Seen) {
         let path = self.base(name).join("state.json");
         let saved = serde_json::to_vec(&m)
             .map_err(std::io::Error::other)
@@ -208,8 +225,33 @@ impl Watcher {
         lock(&self.memory).insert(name.to_owned(), m);
     }
 
+    /// The head (fetched now, so the code planned is the newest) and the workspace's settings
+    /// from the config at that head — or, when that config is broken, from the config in force
+    /// (the cycle reports a broken config; the watcher goes on with the last good one).
     async fn workspace(&self, name: &str) -> Result<(Oid, Arc<Config>, InfraConfig), InfraError> {
-        let (head, cfg) = self.agent.refresh().await?;
+        let path = self.host.repo.opts.config_path.clone();
+        let (head, files) = self.host.repo.fetch_files(vec![path.clone()]).await?;
+        let at_head = files
+            .into_iter()
+            .next()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| config::parse(&path, &t).ok());
+        let cfg = match at_head {
+            Some(c) => {
+                let c = Arc::new(c);
+                // Run alone (`drift`, tests) the watcher has no cycle to load a config for Slack.
+                if self.host.current.config().is_none() {
+                    self.host.current.set(config::Loaded {
+                        config: c.clone(),
+                        gates: Arc::default(),
+                        commit: head.to_string(),
+                    });
+                }
+                c
+            }
+            None => self.host.current.config().ok_or(InfraError::NoConfig)?,
+        };
         let ws = cfg
             .infra
             .iter()
@@ -228,205 +270,16 @@ impl Watcher {
         self.plan(&ws, head).await
     }
 
-    /// One scheduled run: plan, then report, apply or refuse as [`decide::decide`] says.
-    /// `Ok(None)` when a run of the same workspace is still going (the tick is skipped).
-    pub async fn tick(&self, name: &str) -> Result<Option<RunReport>, InfraError> {
-        let Some(_busy) = self.try_busy(name) else {
-            tracing::warn!(workspace = %name, "infra run skipped: the previous run is still going");
-            self.agent.metrics.infra_run(name, "skipped", None);
-            return Ok(None);
-        };
-        let started = std::time::Instant::now();
-        let result = self.tick_inner(name).await;
-        let mut mem = self.memory(name);
-        let elapsed = Some(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(r) => {
-                let label = match r.step {
-                    Step::Apply { .. } => "applied",
-                    _ if r.summary.has_drift() => "drift",
-                    _ => "clean",
-                };
-                self.agent.metrics.infra_run(name, label, elapsed);
-                if mem.error_alerted.take().is_some() {
-                    self.post(&format!(
-                        "tagflow: infra {name}: terraform runs succeed again."
-                    ));
-                    self.remember(name, mem);
-                }
-            }
-            Err(e) => {
-                self.agent.metrics.infra_run(name, "failed", elapsed);
-                self.agent.metrics.infra_failure(name, &e.stage());
-                let text = crate::secret::redact(&e.to_string());
-                tracing::error!(workspace = %name, "infra run failed: {text}");
-                if mem.error_alerted.as_deref() != Some(text.as_str()) {
-                    self.post(&format!(
-                        "tagflow: infra {name}: run failed (reported once until it changes):\n```\n{text}\n```"
-                    ));
-                    mem.error_alerted = Some(text);
-                    self.remember(name, mem);
-                }
-            }
-        }
-        result.map(Some)
-    }
-
-    async fn tick_inner(&self, name: &str) -> Result<RunReport, InfraError> {
-        let (head, cfg, ws) = self.workspace(name).await?;
-        let plan = self.plan(&ws, head).await?;
-        let mut mem = self.memory(name);
-        let approval = match &plan.approval {
-            Ok(a) => a.clone(),
-            Err(why) => {
-                tracing::warn!(workspace = %name, "ignoring the approvals file: {why}");
-                None
-            }
-        };
-        let s = &plan.summary;
-        let id = s.plan_id.as_str();
-        self.agent.metrics.infra_drift(name, s.has_drift());
-        let step = decide::decide(
-            ws.mode,
-            decide::Planned {
-                drift: s.has_drift(),
-                plan_id: id,
-            },
-            approval.as_deref(),
-            &mem,
-        );
-        tracing::info!(workspace = %name, plan = %id, step = ?step, "{}", s.headline());
-        let head_s = gitops::short(head);
-        let approve_hint = |id: &str| match ws.mode {
-            InfraMode::Approve => format!(
-                "To apply exactly this plan, commit `terraform: {{{name}: \"{id}\"}}` to {}.",
-                self.approvals_path()
-            ),
-            InfraMode::Detect => "Mode `detect`: report only.".to_owned(),
-            InfraMode::Auto => String::new(),
-        };
-        let mut posted = Vec::new();
-        let mut inventory_commit = None;
-        match &step {
-            Step::Quiet => {}
-            Step::ReportDrift => {
-                posted.push(format!(
-                    "tagflow: infra {name} drifted (code at {head_s}), plan `{id}`: {}\n```\n{}\n```\n{}",
-                    s.headline(),
-                    s.render(),
-                    approve_hint(id)
-                ));
-                mem.reported = Some(id.to_owned());
-            }
-            Step::ReportResolved => {
-                posted.push(format!(
-                    "tagflow: infra {name}: drift resolved (plan `{}` is no longer needed; no changes at {head_s}).",
-                    mem.reported.as_deref().unwrap_or_default()
-                ));
-                mem.reported = None;
-            }
-            Step::IgnoreApproval { approved } => {
-                posted.push(format!(
-                    "tagflow: infra {name} is in `detect` mode; approval of plan `{approved}` ignored (set mode: approve to apply approved plans)."
-                ));
-                mem.approval_seen = Some(approved.clone());
-            }
-            Step::RefuseStale { approved } => {
-                let now = if s.has_drift() {
-                    format!(
-                        "The current plan is `{id}`: {}\n```\n{}\n```\n{}",
-                        s.headline(),
-                        s.render(),
-                        approve_hint(id)
-                    )
-                } else {
-                    "The current plan has no changes: nothing to apply.".to_owned()
-                };
-                posted.push(format!(
-                    "tagflow: infra {name}: approval of plan `{approved}` refused: it is stale (state or code changed since). Re-planned at {head_s}. {now}"
-                ));
-                mem.approval_seen = Some(approved.clone());
-                mem.reported = s.has_drift().then(|| id.to_owned());
-            }
-            Step::Apply { automatic } => {
-                if !automatic {
-                    mem.approval_seen = Some(id.to_owned());
-                }
-                // Remember the approval before applying, so a failed apply is not retried
-                // every tick with the same plan.
-                self.remember(name, mem.clone());
-                let how = if *automatic {
-                    "automatically (mode auto)"
-                } else {
-                    "as approved"
-                };
-                tracing::info!(workspace = %name, plan = %id, "applying the saved plan {how}");
-                let lock_timeout = format!("-lock-timeout={}s", ws.lock_timeout.as_secs());
-                let file = plan.file.display().to_string();
-                let applied = plan
-                    .tf
-                    .run(
-                        &["apply", "-input=false", "-no-color", &lock_timeout, &file],
-                        &[0],
-                    )
-                    .await;
-                if let Err(e) = applied {
-                    self.post(&format!(
-                        "tagflow: infra {name}: applying plan `{id}` failed:\n```\n{}\n```",
-                        crate::secret::redact(&e.to_string())
-                    ));
-                    return Err(e.into());
-                }
-                mem.reported = None;
-                let _ = std::fs::remove_file(&plan.file);
-                let mut text = format!(
-                    "tagflow: infra {name}: applied plan `{id}` {how}: {}",
-                    s.headline()
-                );
-                if ws.inventory.is_some() {
-                    inventory_commit = self.inventory(&cfg, &ws, &plan.tf, Some(id)).await?;
-                    if let Some(c) = inventory_commit {
-                        let file = ws
-                            .inventory
-                            .as_ref()
-                            .map(|i| i.file.as_str())
-                            .unwrap_or_default();
-                        text.push_str(&format!(
-                            "\nInventory {file} updated in {}.",
-                            gitops::short(c)
-                        ));
-                    }
-                }
-                posted.push(text);
-            }
-        }
-        for p in &posted {
-            self.post(p);
-        }
-        self.prune_plans(name, &mem, id);
-        self.remember(name, mem);
-        Ok(RunReport {
-            workspace: name.to_owned(),
-            summary: plan.summary,
-            step,
-            inventory_commit,
-            posted,
-        })
-    }
-
     fn post(&self, text: &str) {
-        self.agent.post(text);
+        self.host.poster.post(text);
     }
 
     fn approvals_path(&self) -> String {
-        match self.agent.opts.config_path.rsplit_once('/') {
-            Some((dir, _)) => format!("{dir}/{APPROVALS_FILE}"),
-            None => APPROVALS_FILE.to_owned(),
-        }
+        config::sibling(&self.host.repo.opts.config_path, config::APPROVALS)
     }
 
     /// Keep only the saved plans still worth approving: the current one and the one reported.
-    fn prune_plans(&self, name: &str, mem: &Memory, current: &str) {
+    fn prune_plans(&self, name: &str, mem: &Seen, current: &str) {
         let Ok(entries) = std::fs::read_dir(self.base(name).join("plans")) else {
             return;
         };
@@ -446,7 +299,7 @@ impl Watcher {
         std::fs::create_dir_all(&plans).map_err(io_err(&plans))?;
         let approval = match approvals {
             None => Ok(None),
-            Some(bytes) => decide::approval_for(&String::from_utf8_lossy(&bytes), &ws.name)
+            Some(bytes) => config::plan_approval(&String::from_utf8_lossy(&bytes), &ws.name)
                 .map_err(|why| format!("{}: {why}", self.approvals_path())),
         };
         tf.run(&["init", "-input=false", "-no-color"], &[0]).await?;
@@ -548,47 +401,20 @@ impl Watcher {
                 ws.name
             )));
         }
-        let summary = match plan_id {
-            Some(id) => format!("infra {} inventory after plan {id}", ws.name),
-            None => format!("infra {} inventory", ws.name),
+        let change = ChangeSet::Inventory {
+            workspace: ws.name.clone(),
+            output: inv.output.clone(),
+            file: inv.file.clone(),
+            content: yaml,
+            plan_id: plan_id.map(str::to_owned),
         };
-        let message = format!(
-            "{}\n\nRendered from terraform output \"{}\" of workspace {} into {}.\n",
-            cfg.git.commit_subject.replace("{summary}", &summary),
-            inv.output,
-            ws.name,
-            inv.file
-        );
-        let author = cfg.git.author.clone();
-        let pushed = self
-            .agent
-            .with_git(move |c| {
-                c.commit_and_push(&author, |snap| -> Result<_, GitError> {
-                    if snap.read(&inv.file)?.as_deref() == Some(yaml.as_bytes()) {
-                        return Ok(None);
-                    }
-                    Ok(Some(Prepared {
-                        edits: vec![Edit {
-                            path: inv.file.clone(),
-                            content: yaml.clone().into_bytes(),
-                        }],
-                        message: message.clone(),
-                        detail: (),
-                    }))
-                })
-            })
-            .await?;
-        match pushed {
-            Ok(Pushed::Unchanged { .. }) => {
-                tracing::info!(workspace = %ws.name, "inventory unchanged; nothing to commit");
-                Ok(None)
+        let done = self.host.repo.commit(Arc::new(cfg.clone()), change).await?;
+        match done.commit {
+            None => tracing::info!(workspace = %ws.name, "inventory unchanged; nothing to commit"),
+            Some(c) => {
+                tracing::info!(workspace = %ws.name, commit = %gitops::short(c), "inventory committed");
             }
-            Ok(Pushed::Committed { commit, .. }) => {
-                self.agent.metrics.commit();
-                tracing::info!(workspace = %ws.name, commit = %gitops::short(commit), "inventory committed");
-                Ok(Some(commit))
-            }
-            Err(CommitError::Git(e) | CommitError::Plan(e)) => Err(e.into()),
         }
+        Ok(done.commit)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{RESCAN, Watcher, schedule};
+use super::{RESCAN, Watcher, cron};
 
 impl Watcher {
     /// Run every workspace on its schedule until `shutdown`; runs in progress then finish.
@@ -19,24 +19,29 @@ impl Watcher {
             let now = Utc::now();
             let mut wait = RESCAN;
             for ws in self
-                .agent
+                .host
+                .current
                 .config()
                 .map(|c| c.infra.clone())
                 .unwrap_or_default()
             {
-                let Ok(s) = schedule::Schedule::parse(&ws.schedule) else {
+                let Ok(s) = cron::Schedule::parse(&ws.schedule) else {
                     continue;
                 };
                 let anchor = *anchors.entry(ws.name.clone()).or_insert(started);
-                match schedule::due(&s, anchor, now) {
-                    schedule::Due::Run { at, missed } => {
+                match cron::due(&s, anchor, now) {
+                    cron::Due::Run { at, missed } => {
                         anchors.insert(ws.name.clone(), at);
+                        // Sleep until the next fire time, not the rescan period.
+                        if let cron::Due::Wait { until } = cron::due(&s, at, now) {
+                            wait = wait.min((until - now).to_std().unwrap_or_default());
+                        }
                         if missed > 0 {
                             tracing::info!(workspace = %ws.name, missed, "missed fire times fold into one run");
                         }
                         if self.is_busy(&ws.name) {
                             tracing::warn!(workspace = %ws.name, scheduled = %at, "infra run skipped: the previous run is still going");
-                            self.agent.metrics.infra_run(&ws.name, "skipped", None);
+                            self.host.metrics.infra_run(&ws.name, "skipped", None);
                             continue;
                         }
                         let me = self.clone();
@@ -44,10 +49,10 @@ impl Watcher {
                             let _ = me.tick(&ws.name).await;
                         });
                     }
-                    schedule::Due::Wait { until } => {
+                    cron::Due::Wait { until } => {
                         wait = wait.min((until - now).to_std().unwrap_or_default());
                     }
-                    schedule::Due::Never => {}
+                    cron::Due::Never => {}
                 }
             }
             while tasks.try_join_next().is_some() {}

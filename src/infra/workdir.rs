@@ -8,7 +8,6 @@ use git2::Oid;
 use super::terraform::Terraform;
 use super::{InfraError, Watcher, io_err};
 use crate::config::{EnvValue, InfraConfig};
-use crate::gitops::GitError;
 
 impl Watcher {
     /// The workspace's code at `head` in its local dir, and a terraform to run there; also the
@@ -23,15 +22,15 @@ impl Watcher {
         let dir = ws.dir.clone();
         let approvals_path = self.approvals_path();
         let (tree, files, approvals) = self
-            .agent
-            .with_git(move |c| -> Result<_, GitError> {
-                let snap = c.snapshot(head)?;
+            .host
+            .repo
+            .read_at(head, move |snap| {
                 let tree = snap.tree_id(&dir)?;
                 let files = snap.files_under(&dir)?;
                 let approvals = snap.read(&approvals_path)?;
                 Ok((tree, files, approvals))
             })
-            .await??;
+            .await?;
         let tree =
             tree.ok_or_else(|| InfraError::Other(format!("{}: no such directory", ws.dir)))?;
         sync_dir(&code, &base.join("code-files.txt"), &files)?;

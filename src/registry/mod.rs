@@ -4,6 +4,7 @@
 //! `Retry-After`, per-request metrics or rate limits, which tagflow needs. Metadata is cached
 //! by digest, so an unchanged repository costs one tags request per cycle.
 
+mod cache_file;
 mod client;
 pub mod wire;
 
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
+pub use cache_file::CacheFile;
 pub use client::Client;
 
 use crate::config::Config;

@@ -152,74 +152,6 @@ fn list_problems_have_file_and_line() {
 }
 
 #[test]
-fn append_keeps_every_byte_and_is_idempotent() {
-    let header = "# Approvals\n";
-    let created = append_entry(
-        "a.yaml",
-        None,
-        "approvals",
-        header,
-        &[("env", "prod"), ("tag", "0f1e2d3")],
-    )
-    .expect("ok")
-    .expect("new");
-    assert_eq!(
-        created,
-        "# Approvals\napprovals:\n  - {env: \"prod\", tag: \"0f1e2d3\"}\n"
-    );
-    let again = append_entry(
-        "a.yaml",
-        Some(&created),
-        "approvals",
-        header,
-        &[("env", "prod"), ("tag", "0f1e2d3")],
-    )
-    .expect("ok");
-    assert_eq!(again, None, "an equal entry is not added twice");
-    let existing = "# keep me\napprovals: [] # none yet";
-    let out = append_entry(
-        "a.yaml",
-        Some(existing),
-        "approvals",
-        header,
-        &[("env", "prod"), ("tag", "b2c3d4e")],
-    )
-    .expect("ok")
-    .expect("new");
-    assert_eq!(
-        out,
-        "# keep me\napprovals: # none yet\n  - {env: \"prod\", tag: \"b2c3d4e\"}\n"
-    );
-    let q = append_entry(
-        "q.yaml",
-        None,
-        "quarantine",
-        "",
-        &[
-            ("image", "app"),
-            ("tag", "b2c3d4e"),
-            ("reason", "prod: smoke: \"503\""),
-            ("at", "2024-01-01T00:00:00Z"),
-        ],
-    )
-    .expect("ok")
-    .expect("new");
-    let g = parse_gates(&config(), ("a", None), ("q.yaml", Some(&q))).expect("valid");
-    assert_eq!(g.quarantine[0].reason, "prod: smoke: \"503\"");
-    let not_last = "approvals:\n  - {env: prod, tag: a}\nother: 1\n";
-    assert!(
-        append_entry(
-            "a.yaml",
-            Some(not_last),
-            "approvals",
-            header,
-            &[("env", "prod"), ("tag", "b")]
-        )
-        .is_err()
-    );
-}
-
-#[test]
 fn the_committed_lists_are_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/");
     let text = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).expect("committed list");
@@ -233,4 +165,18 @@ fn the_committed_lists_are_valid() {
         ),
         Ok(Gates::default())
     );
+}
+
+#[test]
+fn plan_approvals_in_the_approvals_file() {
+    let text = "prod: {app: a1b2c3d}\nterraform:\n  aws: 1a2b3c4d5e6f\n  gcp: 123456789012\n";
+    assert_eq!(
+        plan_approval(text, "aws").unwrap().as_deref(),
+        Some("1a2b3c4d5e6f")
+    );
+    assert_eq!(plan_approval(text, "azure").unwrap(), None);
+    assert!(plan_approval(text, "gcp").unwrap_err().contains("quote"));
+    assert_eq!(plan_approval("other: 1\n", "aws").unwrap(), None);
+    assert!(plan_approval("terraform: [a]\n", "aws").is_err());
+    assert!(plan_approval(": :\n  - [", "aws").is_err());
 }

@@ -43,7 +43,7 @@ pub enum Decision {
 }
 
 /// Decide from the record's holder and how long ago we saw the record last change.
-pub fn decide(
+pub fn choose(
     holder: Option<&str>,
     me: &str,
     unchanged_for: Duration,
@@ -189,7 +189,7 @@ impl Elector {
                     name: Some(self.name.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(self.spec(None, 0)),
+                spec: Some(self.spec(0)),
             };
             return match self.api.create(&PostParams::default(), &fresh).await {
                 Ok(l) => Ok(self.won(inner, l)),
@@ -210,7 +210,7 @@ impl Elector {
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
             .map_or(self.duration, Duration::from_secs);
-        let decision = decide(
+        let decision = choose(
             spec.holder_identity.as_deref(),
             &self.identity,
             unchanged_for,
@@ -231,7 +231,7 @@ impl Elector {
             }
             Decision::Acquire => {
                 tracing::info!(identity = %self.identity, previous = ?spec.holder_identity, "taking the Lease");
-                next.spec = Some(self.spec(Some(&spec), spec.lease_transitions.unwrap_or(0) + 1));
+                next.spec = Some(self.spec(spec.lease_transitions.unwrap_or(0) + 1));
             }
         }
         match self
@@ -257,7 +257,7 @@ impl Elector {
         i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
-    fn spec(&self, _old: Option<&LeaseSpec>, transitions: i32) -> LeaseSpec {
+    fn spec(&self, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.duration_secs()),
@@ -389,16 +389,16 @@ mod tests {
     fn decisions() {
         let d = Duration::from_secs(15);
         let s = Duration::from_secs;
-        assert_eq!(decide(Some("a"), "a", s(100), d), Decision::Renew);
-        assert_eq!(decide(None, "a", s(0), d), Decision::Acquire);
-        assert_eq!(decide(Some(""), "a", s(0), d), Decision::Acquire);
+        assert_eq!(choose(Some("a"), "a", s(100), d), Decision::Renew);
+        assert_eq!(choose(None, "a", s(0), d), Decision::Acquire);
+        assert_eq!(choose(Some(""), "a", s(0), d), Decision::Acquire);
         assert_eq!(
-            decide(Some("b"), "a", s(5), d),
+            choose(Some("b"), "a", s(5), d),
             Decision::Follow {
                 holder: "b".into(),
                 left: s(10)
             }
         );
-        assert_eq!(decide(Some("b"), "a", s(15), d), Decision::Acquire);
+        assert_eq!(choose(Some("b"), "a", s(15), d), Decision::Acquire);
     }
 }

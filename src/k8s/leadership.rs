@@ -1,24 +1,41 @@
-//! Starting the rollout machinery for `run` and reading it for `tagflow status`.
+//! What rollouts need from the cluster when `run` is given a Lease — the client, the elector
+//! and the wake-up of watches and leadership changes — and reading it back for `tagflow status`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, ClusterError};
-use crate::cycle::Deploy;
-use crate::lease::{Elector, STATE_ANNOTATION};
+use super::lease::{Elector, STATE_ANNOTATION};
+use super::{Cluster, ClusterError};
 use crate::rollout::State;
 
+/// Rollouts on a cluster: the client, this replica's side of the election and what wakes the
+/// loop (HelmRelease watches, leadership changes).
+#[derive(Debug)]
+pub struct Leadership {
+    /// Kubernetes client.
+    pub cluster: Cluster,
+    /// Leader election and state storage.
+    pub elector: Arc<Elector>,
+    /// Notified by HelmRelease watches and leadership changes.
+    pub wake: Arc<Notify>,
+    /// Stops the watches.
+    pub stop: CancellationToken,
+}
+
 /// `NAMESPACE/NAME` of a Lease.
-pub fn parse_lease(s: &str) -> Result<(String, String), String> {
+pub fn parse_lease(s: &str) -> Result<(String, String), ClusterError> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns.to_owned(), name.to_owned()))
         }
-        _ => Err(format!("--lease {s:?}: expected NAMESPACE/NAME")),
+        _ => Err(ClusterError::Config(format!(
+            "--lease {s:?}: expected NAMESPACE/NAME"
+        ))),
     }
 }
 
@@ -36,15 +53,15 @@ pub fn default_identity() -> String {
 }
 
 /// Connect to Kubernetes, start leader election on the Lease (ticking until `stop`) and return
-/// what the agent needs for rollouts, with the election task to await on shutdown.
+/// what the cycle needs for rollouts, with the election task to await on shutdown.
 pub async fn start(
     lease: &str,
     identity: &str,
     duration: Duration,
     stop: CancellationToken,
-) -> Result<(Arc<Deploy>, tokio::task::JoinHandle<()>), String> {
+) -> Result<(Arc<Leadership>, tokio::task::JoinHandle<()>), ClusterError> {
     let (ns, name) = parse_lease(lease)?;
-    let cluster = Cluster::connect().await.map_err(|e| e.to_string())?;
+    let cluster = Cluster::connect().await?;
     let elector = Arc::new(Elector::new(
         cluster.client.clone(),
         &ns,
@@ -56,7 +73,7 @@ pub async fn start(
     let task = tokio::spawn(elector.clone().run(stop.clone()));
     let wake = elector.changed.clone();
     Ok((
-        Arc::new(Deploy {
+        Arc::new(Leadership {
             cluster,
             elector,
             wake,
@@ -67,21 +84,22 @@ pub async fn start(
 }
 
 /// The rollout state stored on the Lease, and its holder.
-pub async fn read_state(lease: &str) -> Result<(State, Option<String>), String> {
+pub async fn read_state(lease: &str) -> Result<(State, Option<String>), ClusterError> {
     let (ns, name) = parse_lease(lease)?;
-    let cluster = Cluster::connect().await.map_err(|e| e.to_string())?;
+    let cluster = Cluster::connect().await?;
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), &ns);
     let l = api
         .get_opt(&name)
         .await
-        .map_err(|source| {
-            ClusterError::Api {
-                action: format!("read Lease {lease}"),
-                source,
-            }
-            .to_string()
+        .map_err(|source| ClusterError::Unreachable {
+            action: format!("read Lease {lease}"),
+            source,
         })?
-        .ok_or_else(|| format!("Lease {lease} does not exist: no tagflow has run with it yet"))?;
+        .ok_or_else(|| {
+            ClusterError::Config(format!(
+                "Lease {lease} does not exist: no tagflow has run with it yet"
+            ))
+        })?;
     let holder = l.spec.and_then(|s| s.holder_identity);
     let state = match l
         .metadata
@@ -89,8 +107,9 @@ pub async fn read_state(lease: &str) -> Result<(State, Option<String>), String> 
         .as_ref()
         .and_then(|a| a.get(STATE_ANNOTATION))
     {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| format!("the state on {lease} is unreadable: {e}"))?,
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ClusterError::Config(format!("the state on {lease} is unreadable: {e}"))
+        })?,
         None => State::default(),
     };
     Ok((state, holder))
@@ -101,8 +120,8 @@ mod tests {
     #[test]
     fn lease_names() {
         assert_eq!(
-            super::parse_lease("tagflow/tagflow"),
-            Ok(("tagflow".into(), "tagflow".into()))
+            super::parse_lease("tagflow/tagflow").ok(),
+            Some(("tagflow".into(), "tagflow".into()))
         );
         assert!(super::parse_lease("tagflow").is_err());
         assert!(super::parse_lease("/x").is_err());

@@ -1,12 +1,51 @@
-//! Plan (pure): from the desired image per name and the files at the fetched head, decide the
-//! edits of one commit, word its message and show its diff.
+//! Plan (pure): from what tagflow wants (a [`ChangeSet`]) and the files at the fetched head,
+//! decide the edits of one commit, word its message and show its diff. Every commit tagflow
+//! makes — policy updates, promotions, reverts with their quarantine entry, approvals,
+//! inventories — is planned here; `gitops` only pushes what a plan prepared.
+
+mod change;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::Config;
-use crate::gitops::{Edit, GitError, Prepared};
 use crate::rewrite::{self, Change, ImageUpdate, PathTargets, RewriteError};
+
+pub use change::{ChangeSet, QuarantineNote, prepare};
+
+/// A file to write in the next commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// Path in the repo.
+    pub path: String,
+    /// New content.
+    pub content: Vec<u8>,
+}
+
+/// One commit, planned: the files to write, the message, and the values changes it makes
+/// (empty for commits that only append to a list or write an inventory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Files to write.
+    pub edits: Vec<Edit>,
+    /// Commit message.
+    pub message: String,
+    /// The values changes, for logs and Slack.
+    pub changes: Vec<EnvChange>,
+}
+
+/// A file of the head could not be read (a symlink, not a regular file, a git failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to read {path}: {reason}")]
+pub struct ReadError {
+    /// Path in the repo.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Reads a file at the head being planned on: `Ok(None)` when it does not exist.
+pub type Read<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, ReadError> + 'a;
 
 /// The image tagflow wants deployed for one configured image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +82,12 @@ pub enum PlanError {
         /// File.
         file: String,
     },
-    /// Reading from git failed.
+    /// A file could not be read.
     #[error(transparent)]
-    Git(#[from] GitError),
+    Read(#[from] ReadError),
+    /// A list file (approvals, quarantine) cannot take another entry.
+    #[error(transparent)]
+    Append(#[from] rewrite::AppendError),
     /// The rewrite refused the file.
     #[error("environment {env}: {source}")]
     Rewrite {
@@ -104,8 +146,8 @@ pub fn policy_targets(config: &Config, desired: &BTreeMap<String, Desired>) -> P
 pub fn plan_edits(
     config: &Config,
     desired: &BTreeMap<String, Desired>,
-    read: impl Fn(&str) -> Result<Option<Vec<u8>>, GitError>,
-) -> Result<Option<Prepared<Vec<EnvChange>>>, PlanError> {
+    read: &Read<'_>,
+) -> Result<Option<Prepared>, PlanError> {
     plan_env_edits(config, &policy_targets(config, desired), read)
 }
 
@@ -113,8 +155,8 @@ pub fn plan_edits(
 pub fn plan_env_edits(
     config: &Config,
     per_env: &PerEnv,
-    read: impl Fn(&str) -> Result<Option<Vec<u8>>, GitError>,
-) -> Result<Option<Prepared<Vec<EnvChange>>>, PlanError> {
+    read: &Read<'_>,
+) -> Result<Option<Prepared>, PlanError> {
     let mut edits = Vec::new();
     let mut changes = Vec::new();
     for (env_name, env) in &config.environments {
@@ -153,7 +195,7 @@ pub fn plan_env_edits(
     Ok(Some(Prepared {
         edits,
         message,
-        detail: changes,
+        changes,
     }))
 }
 
@@ -292,7 +334,7 @@ mod tests {
             ("envs/prod/patch.yaml", DEV.replace("a1b2c3d", "0f1e2d3")),
         ]);
         let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
-        let p = plan_edits(&config, &desired("0f1e2d3"), read)
+        let p = plan_edits(&config, &desired("0f1e2d3"), &read)
             .expect("plans")
             .expect("changes");
         assert_eq!(
@@ -337,13 +379,13 @@ mod tests {
         ]);
         let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
         assert!(
-            plan_edits(&config, &desired("a1b2c3d"), read)
+            plan_edits(&config, &desired("a1b2c3d"), &read)
                 .expect("ok")
                 .is_none()
         );
         let none = |_: &str| Ok(None);
         assert!(matches!(
-            plan_edits(&config, &desired("a1b2c3d"), none),
+            plan_edits(&config, &desired("a1b2c3d"), &none),
             Err(PlanError::MissingFile { .. })
         ));
     }
@@ -360,13 +402,13 @@ mod tests {
             ("envs/prod/patch.yaml", DEV.to_owned()),
         ]);
         let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
-        let p = plan_edits(&config, &desired("0f1e2d3"), read)
+        let p = plan_edits(&config, &desired("0f1e2d3"), &read)
             .expect("plans")
             .expect("changes");
         assert_eq!(p.edits.len(), 1, "the policy's pick goes to dev only");
         assert_eq!(p.edits[0].path, "envs/dev/patch.yaml");
         let per_env = PerEnv::from([("prod".to_owned(), desired("b2c3d4e"))]);
-        let p = plan_env_edits(&config, &per_env, read)
+        let p = plan_env_edits(&config, &per_env, &read)
             .expect("plans")
             .expect("changes");
         assert_eq!(p.edits[0].path, "envs/prod/patch.yaml");

@@ -1,0 +1,12 @@
+//! Durations in the config, written as `30s`, `1m`, `1h30m` (serde `with` module).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Parse a humantime duration string.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}")))
+}

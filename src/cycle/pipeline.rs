@@ -1,0 +1,203 @@
+//! The cycle itself, in order, and the two commands built from its stages: the dry run
+//! (`plan`) and `approve`.
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+
+use super::select::UNREADABLE_RETRY;
+use super::{CycleError, Outcome, Reconciler, Report, Scope};
+use crate::config;
+use crate::gitops::{self, CommitError};
+use crate::plan::{self, ChangeSet};
+
+/// Why an approval was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    /// The config could not be loaded.
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
+    /// No such environment.
+    #[error("no environment {env} (known: {known})")]
+    UnknownEnv {
+        /// Asked for.
+        env: String,
+        /// Configured.
+        known: String,
+    },
+    /// No such image.
+    #[error("no image {0}")]
+    UnknownImage(String),
+    /// Not a tag.
+    #[error("{0:?} is not a valid tag")]
+    BadTag(String),
+    /// The commit failed (a broken approvals list, git).
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+/// Log how a cycle ended, the same way for `run` and `once`.
+pub fn log_outcome(result: &Result<Report, CycleError>) {
+    match result {
+        Ok(r) => match r.outcome() {
+            Outcome::Following => {
+                tracing::debug!("cycle done: following (another replica holds the Lease)");
+            }
+            Outcome::Committed => {
+                tracing::info!(commit = ?r.commit.map(gitops::short), changes = r.changes.len(), "cycle done: committed");
+            }
+            Outcome::Unchanged => {
+                tracing::info!(head = %gitops::short(r.head), "cycle done: no change");
+            }
+            Outcome::Partial | Outcome::Failed => {
+                tracing::error!(
+                    commit = ?r.commit.map(gitops::short),
+                    changes = r.changes.len(),
+                    transient = r.retry_soon(),
+                    "cycle partial: {}",
+                    r.failures().join("; ")
+                );
+            }
+        },
+        Err(e) => tracing::error!(error = %e, transient = e.is_transient(), "cycle failed"),
+    }
+}
+
+impl Reconciler {
+    /// One full cycle: fetch, select, commit and push, rollouts, notify. Counted in
+    /// `tagflow_cycles_total{result}` by its [`Outcome`].
+    pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let mut result = self.cycle_inner(scope).await;
+        if let Ok(r) = &mut result
+            && self.selector.take_retry()
+        {
+            tracing::info!(
+                "a listed tag is not readable yet (a push still landing?); looking again in 1s"
+            );
+            r.requeue = Some(
+                r.requeue
+                    .map_or(UNREADABLE_RETRY, |d| d.min(UNREADABLE_RETRY)),
+            );
+        }
+        self.cache.save(&self.registries);
+        let outcome = result.as_ref().map_or(Outcome::Failed, Report::outcome);
+        self.metrics.cycle(outcome.label());
+        match &result {
+            Ok(r) if matches!(outcome, Outcome::Partial) => {
+                let text = r.failures().join("\n");
+                self.alerts.failed(&r.failure_key(), &text);
+            }
+            Ok(_) => {
+                self.metrics
+                    .success_at(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                self.alerts.succeeded();
+            }
+            Err(e) => self.alerts.failed(&e.key(), &e.to_string()),
+        }
+        result
+    }
+
+    async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let (head, cfg) = self.refresh().await?;
+        if let Some(ro) = &self.rollouts {
+            return self.cluster_cycle(ro, head, cfg, scope).await;
+        }
+        if crate::rollout::wants_rollouts(&cfg) {
+            return Err(CycleError::NoCluster);
+        }
+        let gates = self.current.gates();
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let mut report = Report {
+            head,
+            commit: None,
+            changes: Vec::new(),
+            desired: BTreeMap::new(),
+            image_errors,
+            rollout_errors: Vec::new(),
+            requeue: None,
+            follower: false,
+        };
+        if desired.is_empty() {
+            return Ok(report);
+        }
+        let targets = plan::policy_targets(&cfg, &desired);
+        let done = self
+            .repo
+            .commit(cfg.clone(), ChangeSet::Update(targets))
+            .await?;
+        if let Some(c) = done.commit {
+            let link = crate::notify::commit_link(&self.repo.opts.url, &c.to_string());
+            self.poster.post(&crate::notify::commit_text(
+                &gitops::short(c),
+                &self.repo.opts.branch,
+                &done.changes,
+                link.as_deref(),
+            ));
+        }
+        report.head = done.head;
+        report.commit = done.commit;
+        report.changes = done.changes;
+        report.desired = desired;
+        Ok(report)
+    }
+
+    /// Dry run: what the next cycle would commit, as (unified diff, commit message). No push,
+    /// no Slack. Uses whatever work dir it was given (`plan` gives it a throwaway one).
+    pub async fn plan(&self) -> Result<Option<(String, String)>, CycleError> {
+        let (head, cfg) = self.refresh().await?;
+        let gates = self.current.gates();
+        let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await;
+        if !errors.is_empty() {
+            return Err(CycleError::Images(errors));
+        }
+        let out = self
+            .repo
+            .read_at(head, move |snap| {
+                let read = snap.reader();
+                let planned = plan::plan_edits(&cfg, &desired, &read);
+                Ok(planned.map(|p| {
+                    p.map(|p| {
+                        let d = plan::diff(&p.edits, |path| read(path).ok().flatten());
+                        (d, p.message)
+                    })
+                }))
+            })
+            .await?;
+        out.map_err(|e| CycleError::Commit(CommitError::Plan(e)))
+    }
+
+    /// Commit an approval for (`env`, `tag`) to the approvals list and push it, as a person would
+    /// by hand. `None` when the same approval is already there.
+    pub async fn approve(
+        &self,
+        env: &str,
+        tag: &str,
+        image: Option<&str>,
+    ) -> Result<Option<Oid>, ApproveError> {
+        let (_, cfg) = self.refresh().await?;
+        if !cfg.environments.contains_key(env) {
+            return Err(ApproveError::UnknownEnv {
+                env: env.to_owned(),
+                known: cfg
+                    .environments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if let Some(i) = image.filter(|i| !cfg.images.contains_key(*i)) {
+            return Err(ApproveError::UnknownImage(i.to_owned()));
+        }
+        if !crate::rewrite::valid_tag(tag) {
+            return Err(ApproveError::BadTag(tag.to_owned()));
+        }
+        let change = ChangeSet::Approve {
+            file: config::sibling(&self.repo.opts.config_path, config::APPROVALS),
+            env: env.to_owned(),
+            tag: tag.to_owned(),
+            image: image.map(str::to_owned),
+        };
+        Ok(self.repo.commit(cfg, change).await?.commit)
+    }
+}

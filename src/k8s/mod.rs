@@ -1,0 +1,140 @@
+//! Kubernetes IO in one place: the client ([`Cluster`]), the Flux HelmRelease of each
+//! environment ([`release`]: watched, read into a typed status, judged by a pure reader), leader
+//! election and state on a Lease ([`lease`]) and the wiring `run` and `status` use
+//! ([`leadership`]).
+//!
+//! Which HelmRelease fields tagflow relies on (`helm.toolkit.fluxcd.io/v2`):
+//! - `status.lastAttemptedRevision` (falling back to `status.lastAppliedRevision`): the source
+//!   revision helm-controller last acted on. Flux writes it as `<branch>@sha1:<40 hex>` for a
+//!   GitRepository source, or as a chart version whose build metadata is the commit
+//!   (`0.1.0+<12 hex>`); tagflow takes the hex run at the end and counts the release as
+//!   reconciled when that commit is tagflow's commit or a descendant of it in the config repo.
+//! - `status.observedGeneration` ≥ `metadata.generation`: the status is about the current spec.
+//! - `status.conditions`: `Stalled=True` (retries exhausted), `Remediated=True` (rolled back or
+//!   uninstalled) and `TestSuccess=False` (helm test failed) fail the rollout at once;
+//!   `Ready=True` is success; `Ready=False` is waited on until the environment's `timeout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub mod leadership;
+pub mod lease;
+pub mod release;
+
+use crate::config::ReleaseRef;
+
+/// Kubernetes failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No kubeconfig or in-cluster config: terminal until the deployment is fixed.
+    #[error("failed to configure the Kubernetes client: {0}")]
+    Config(String),
+    /// The Lease could not be read or renewed (transient; the elector says why).
+    #[error("the Lease: {0}")]
+    Lease(String),
+    /// An API call failed: the API server may come back (transient).
+    #[error("failed to {action}: {source}")]
+    Unreachable {
+        /// What we were doing.
+        action: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ClusterError {
+    /// Worth retrying soon.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Lease(_))
+    }
+}
+
+/// The Kubernetes client tagflow uses for HelmReleases and its Lease.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The client.
+    pub client: kube::Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cluster")
+    }
+}
+
+fn helm_release_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
+        "helmreleases",
+    )
+}
+
+impl Cluster {
+    /// A client from `KUBECONFIG`/`~/.kube/config` or the in-cluster service account.
+    pub async fn connect() -> Result<Self, ClusterError> {
+        let mut config = kube::Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        // Fail fast so an unreachable API server costs a cycle seconds, not minutes.
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = Some(Duration::from_secs(30));
+        let client =
+            kube::Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    fn releases(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &helm_release_resource())
+    }
+
+    /// The HelmRelease's generation and status; `None` when it does not exist.
+    pub async fn helm_release(
+        &self,
+        r: &ReleaseRef,
+    ) -> Result<Option<release::HelmRelease>, ClusterError> {
+        let obj = self
+            .releases(&r.namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|source| ClusterError::Unreachable {
+                action: format!("read HelmRelease {}/{}", r.namespace, r.name),
+                source,
+            })?;
+        Ok(obj
+            .and_then(|o| serde_json::to_value(o).ok())
+            .map(|v| release::HelmRelease::from_value(&v)))
+    }
+
+    /// Watch these HelmReleases and wake `wake` on every change; the watch re-lists and
+    /// reconnects with backoff by itself, and the loop's resync covers events lost meanwhile.
+    pub fn watch(&self, releases: &[ReleaseRef], wake: Arc<Notify>, stop: CancellationToken) {
+        for r in releases {
+            let api = self.releases(&r.namespace);
+            let cfg = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
+            let wake = wake.clone();
+            let stop = stop.clone();
+            let what = format!("{}/{}", r.namespace, r.name);
+            tokio::spawn(async move {
+                let mut stream = watcher(api, cfg).default_backoff().boxed();
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        item = stream.next() => match item {
+                            Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)) => wake.notify_one(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => tracing::debug!(release = %what, error = %e, "HelmRelease watch interrupted; retrying"),
+                            None => break,
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
