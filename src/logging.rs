@@ -21,8 +21,11 @@ impl Write for RedactingStderr {
 pub fn init(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAGFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(|| RedactingStderr);
     if json {
         builder.json().init();
