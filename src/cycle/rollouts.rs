@@ -27,7 +27,7 @@ use crate::smoke::SmokeChecker;
 
 /// What rollouts remember between cycles.
 #[derive(Debug, Default)]
-struct Memory {
+struct RolloutMemory {
     /// Rollout state as last loaded from or saved to the Lease (`None`: load it again).
     state: Option<State>,
     /// Releases being watched (`namespace/name`).
@@ -39,7 +39,7 @@ struct Memory {
 pub struct Rollouts {
     lead: Arc<Leadership>,
     smoke: SmokeChecker,
-    memory: Mutex<Memory>,
+    memory: Mutex<RolloutMemory>,
 }
 
 impl Rollouts {
@@ -48,7 +48,7 @@ impl Rollouts {
         Self {
             lead,
             smoke: SmokeChecker::new(),
-            memory: Mutex::new(Memory::default()),
+            memory: Mutex::new(RolloutMemory::default()),
         }
     }
 
@@ -57,7 +57,7 @@ impl Rollouts {
         self.lead.wake.clone()
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, RolloutMemory> {
         self.memory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

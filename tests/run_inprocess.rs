@@ -1,0 +1,166 @@
+//! `tagflow::run::run` in-process, with an in-process registry and a git repo made with git2:
+//! nothing outside Rust is needed, so this runs in plain `cargo test`.
+//!
+//! The shutdown order: a shutdown that arrives while a cycle is scanning lets that cycle finish
+//! and push its commit, then `run` returns and its HTTP server is gone.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tagflow::gitops::{GitAuth, RepoOptions};
+use tagflow::run::{RunOptions, run};
+use testbed::{Response, Scripted};
+
+/// A bare repo at `dir` with one commit on `main` holding `files`.
+fn bare_repo(dir: &Path, files: &[(&str, &str)]) -> git2::Repository {
+    let repo = git2::Repository::init_bare(dir).expect("init");
+    let mut index = git2::Index::new().expect("index");
+    for (path, content) in files {
+        let blob = repo.blob(content.as_bytes()).expect("blob");
+        let entry = git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: 0o100_644,
+            uid: 0,
+            gid: 0,
+            file_size: u32::try_from(content.len()).expect("small"),
+            id: blob,
+            flags: 0,
+            flags_extended: 0,
+            path: path.as_bytes().to_vec(),
+        };
+        index.add(&entry).expect("add");
+    }
+    let tree = index.write_tree_to(&repo).expect("tree");
+    let tree = repo.find_tree(tree).expect("find tree");
+    let sig = git2::Signature::now("test", "test@example.com").expect("sig");
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "init", &tree, &[])
+        .expect("commit");
+    drop(tree);
+    repo
+}
+
+fn file_at_main(repo: &git2::Repository, path: &str) -> String {
+    let head = repo
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_commit())
+        .expect("main");
+    let entry = head
+        .tree()
+        .expect("tree")
+        .get_path(Path::new(path))
+        .expect("entry");
+    let blob = repo.find_blob(entry.id()).expect("blob");
+    String::from_utf8_lossy(blob.content()).into_owned()
+}
+
+/// A registry with one tag whose listing answers after `delay`.
+fn registry(delay: Duration) -> Scripted {
+    let config_blob =
+        br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
+            .to_vec();
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_blob)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_blob.len()},
+        "layers": []
+    })
+    .to_string();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(manifest.as_bytes()))
+    );
+    Scripted::start(move |req| {
+        if req.path.ends_with("/tags/list") {
+            Response::json(
+                200,
+                &serde_json::json!({"name": "team/app", "tags": ["b2c3d4e"]}),
+            )
+            .delayed(delay)
+        } else if req.path.contains("/manifests/") {
+            Response::text(200, &manifest)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &digest)
+        } else if req.path.contains("/blobs/") {
+            Response::new(200).body(config_blob.clone())
+        } else {
+            Response::new(404)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_scan_finishes_the_commit_then_stops_the_server() {
+    let server = registry(Duration::from_secs(2));
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "interval: 1h\nregistries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '.*', order: alphabetical}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n"
+    );
+    let values = format!(
+        "image:\n  repository: {host}/team/app\n  tag: a1b2c3d # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n"
+    );
+    let repo = bare_repo(
+        &dir.path().join("config.git"),
+        &[
+            ("config/tagflow.yaml", &cfg),
+            ("envs/dev/patch.yaml", &values),
+        ],
+    );
+    let opts = RunOptions {
+        repo: RepoOptions::new(
+            format!("file://{}", dir.path().join("config.git").display()),
+            "main".into(),
+            "config/tagflow.yaml".into(),
+            Some(dir.path().join("work")),
+            GitAuth::default(),
+        ),
+        lease: None,
+        flush: Duration::from_secs(1),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(opts, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    // The tags listing is in flight (it answers after 2 s) when shutdown is asked for.
+    let seen = tokio::task::spawn_blocking(move || {
+        let n = server.wait_for(1, Duration::from_secs(30)).len();
+        (server, n)
+    })
+    .await
+    .expect("wait");
+    let server = seen.0;
+    assert_eq!(seen.1, 1, "the scan started");
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .expect("server up while running");
+    assert!(health.status().is_success());
+    stop.send(()).expect("run is listening for shutdown");
+
+    let result = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run returns after the cycle")
+        .expect("run task");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        file_at_main(&repo, "envs/dev/patch.yaml").contains("tag: b2c3d4e #"),
+        "the cycle in progress pushed its commit before run returned"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the HTTP server stopped"
+    );
+    assert!(
+        server.requests().iter().all(|r| r.path.starts_with("/v2/")),
+        "only registry calls"
+    );
+}
