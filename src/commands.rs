@@ -151,6 +151,29 @@ pub async fn status(lease: &str) -> Result<u8, CommandError> {
     Ok(EXIT_OK)
 }
 
+/// `tagflow status --repo URL`: each environment's rollout, read from the config repo's
+/// `refs/tagflow/state` — anyone with read access to the repo can run it, no cluster needed.
+pub async fn status_git(mut opts: RepoOptions) -> Result<u8, CommandError> {
+    let scratch = Scratch::new("status");
+    opts.workdir = scratch.0.clone();
+    let repo = gitops::ConfigRepo::new(opts, Metrics::new());
+    let state = match repo.read_state().await.map_err(CycleError::from)? {
+        None => crate::rollout::State::default(),
+        Some((commit, text)) => {
+            println!("state: {} at {}", gitops::STATE_REF, gitops::short(commit));
+            serde_json::from_slice(&text).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the stored rollout state is unreadable");
+                crate::rollout::State::default()
+            })
+        }
+    };
+    print!(
+        "{}",
+        crate::rollout::status_text(&state, chrono::Utc::now())
+    );
+    Ok(EXIT_OK)
+}
+
 async fn watcher(opts: RepoOptions) -> Result<std::sync::Arc<infra::Watcher>, CommandError> {
     let reconciler = Reconciler::new(opts, Metrics::new(), None, None);
     reconciler.refresh().await?;

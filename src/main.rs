@@ -87,7 +87,8 @@ enum Command {
         #[command(flatten)]
         lease: LeaseArgs,
     },
-    /// Print each environment's rollout: tag, phase and since when (read from the Lease).
+    /// Print each environment's rollout: tag, phase and since when. Read from the config repo
+    /// (`--repo`, the state on refs/tagflow/state) or, with --lease, from the Lease.
     Status {
         #[command(flatten)]
         lease: LeaseArgs,

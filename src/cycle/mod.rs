@@ -211,11 +211,11 @@ pub enum CycleError {
     /// The Kubernetes API or the Lease cannot be reached: nothing is written until it can.
     #[error("cannot reach the Kubernetes API: {0}; writing nothing until the Lease can be renewed")]
     Cluster(#[source] ClusterError),
-    /// The config asks for rollouts but tagflow was started without a Lease.
+    /// An environment names a release to follow but tagflow has no Kubernetes connection.
     #[error(
-        "the config has release/smoke/promoteFrom settings, which need Kubernetes: start `run` with --lease NAMESPACE/NAME"
+        "environments.{0}.release needs Kubernetes to read the release: start `run` with --lease NAMESPACE/NAME (smoke checks, promotions and gates work without it)"
     )]
-    NoCluster,
+    NoCluster(String),
 }
 
 impl CycleError {
@@ -226,7 +226,7 @@ impl CycleError {
             Self::Commit(e) => e.is_transient(),
             Self::Images(v) => v.iter().any(|(_, e)| e.is_transient()),
             Self::Cluster(e) => e.is_transient(),
-            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster => false,
+            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster(_) => false,
         }
     }
 
@@ -246,7 +246,7 @@ impl CycleError {
                 .join(","),
             // Leader and follower cut off from the API say the same, so Slack hears it once.
             Self::Cluster(_) => "cluster".into(),
-            Self::NoCluster => "no-cluster".into(),
+            Self::NoCluster(env) => format!("no-cluster:{env}"),
         }
     }
 }
@@ -289,7 +289,9 @@ pub struct Reconciler {
     loader: load::Loader,
     alerts: alerts::Alerts,
     selector: select::Selector,
-    rollouts: Option<rollouts::Rollouts>,
+    rollouts: rollouts::Rollouts,
+    /// `--lease` was given: every cycle goes through the rollout path (followers write nothing).
+    clustered: bool,
 }
 
 impl Reconciler {
@@ -309,11 +311,16 @@ impl Reconciler {
         let poster = Poster::new(notifier, current.clone());
         let selector = select::Selector::new(&opts, registries.clone(), metrics.clone());
         let repo = Arc::new(ConfigRepo::new(opts, metrics.clone()));
+        let clustered = leadership.is_some();
         Arc::new(Self {
+            clustered,
             cache,
             loader: load::Loader::default(),
             alerts: alerts::Alerts::new(poster.clone()),
-            rollouts: leadership.map(rollouts::Rollouts::new),
+            rollouts: match leadership {
+                Some(l) => rollouts::Rollouts::on_cluster(&l, rollouts::StateStore::Lease),
+                None => rollouts::Rollouts::without_cluster(),
+            },
             selector,
             repo,
             metrics,
@@ -330,7 +337,7 @@ impl Reconciler {
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).
     pub fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.rollouts.as_ref().map(rollouts::Rollouts::wake)
+        Some(self.rollouts.wake())
     }
 }
 

@@ -99,11 +99,11 @@ impl Reconciler {
 
     async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
         let (head, cfg) = self.refresh().await?;
-        if let Some(ro) = &self.rollouts {
-            return self.cluster_cycle(ro, head, cfg, scope).await;
-        }
-        if crate::rollout::wants_rollouts(&cfg) {
-            return Err(CycleError::NoCluster);
+        // Rollouts (smoke checks, promotions, gates) run with a Lease, or without a cluster with
+        // their state in git; a config that asks for none takes the plain path, which writes no
+        // state at all.
+        if self.clustered || crate::rollout::wants_rollouts(&cfg) {
+            return self.cluster_cycle(&self.rollouts, head, cfg, scope).await;
         }
         let gates = self.current.gates();
         let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;

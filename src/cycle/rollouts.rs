@@ -2,9 +2,12 @@
 //! promotes what passed its gates, commits the policy's picks and the promotions in one commit,
 //! then observes every rollout in flight and reverts + quarantines what failed.
 //!
-//! State is read from the Lease when this replica becomes the leader and saved back after every
-//! cycle that changed it; git stays the truth for values, so a commit whose state save was lost
-//! is adopted from the head instead of being made twice.
+//! State lives on the Lease (`--lease`, for HA) or in the config repo itself, on
+//! `refs/tagflow/state` (the default without a cluster: one replica, no Kubernetes needed). It is
+//! read when this replica starts leading and saved back after every cycle that changed it — on
+//! the Lease by resourceVersion, in git by a compare-and-swap push; a lost race re-reads and
+//! decides again. Git stays the truth for values, so a commit whose state save was lost is
+//! adopted from the head instead of being made twice.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -17,10 +20,10 @@ use tokio::sync::Notify;
 use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope};
 use crate::config::{self, Config};
 use crate::gitops;
-use crate::k8s::ClusterError;
 use crate::k8s::leadership::Leadership;
-use crate::k8s::lease::LeaseError;
+use crate::k8s::lease::{Elector, LeaseError};
 use crate::k8s::release::{attempted_commit, release_state};
+use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
 use crate::rollout::{self, Observation, Phase, Rollout, State, env_policy, promotions, register};
 use crate::smoke::SmokeChecker;
@@ -28,25 +31,58 @@ use crate::smoke::SmokeChecker;
 /// What rollouts remember between cycles.
 #[derive(Debug, Default)]
 struct RolloutMemory {
-    /// Rollout state as last loaded from or saved to the Lease (`None`: load it again).
+    /// Rollout state as last loaded or saved (`None`: load it again).
     state: Option<State>,
+    /// The state commit it was read from or saved as (git store; `None`: none yet).
+    state_commit: Option<Oid>,
     /// Releases being watched (`namespace/name`).
     watched: BTreeSet<String>,
 }
 
-/// Rollouts on a cluster.
+/// Where the rollout state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateStore {
+    /// On the leader Lease (needs `--lease`).
+    Lease,
+    /// In the config repo, on `refs/tagflow/state`.
+    Git,
+}
+
+/// Rollouts: on a cluster with a Lease, or anywhere with state in git.
 #[derive(Debug)]
 pub struct Rollouts {
-    lead: Arc<Leadership>,
+    cluster: Option<Cluster>,
+    elector: Option<Arc<Elector>>,
+    store: StateStore,
+    wake: Arc<Notify>,
+    stop: tokio_util::sync::CancellationToken,
     smoke: SmokeChecker,
     memory: Mutex<RolloutMemory>,
 }
 
 impl Rollouts {
-    /// Rollouts driven through `lead`.
-    pub fn new(lead: Arc<Leadership>) -> Self {
+    /// Rollouts driven through `lead` (leader election; releases read on its cluster), with
+    /// the state on the Lease or in git.
+    pub fn on_cluster(lead: &Leadership, store: StateStore) -> Self {
         Self {
-            lead,
+            cluster: Some(lead.cluster.clone()),
+            elector: Some(lead.elector.clone()),
+            store,
+            wake: lead.wake.clone(),
+            stop: lead.stop.clone(),
+            smoke: SmokeChecker::new(),
+            memory: Mutex::new(RolloutMemory::default()),
+        }
+    }
+
+    /// Rollouts without a cluster: one replica, state in git, smoke checks and gates only.
+    pub fn without_cluster() -> Self {
+        Self {
+            cluster: None,
+            elector: None,
+            store: StateStore::Git,
+            wake: Arc::new(Notify::new()),
+            stop: tokio_util::sync::CancellationToken::new(),
             smoke: SmokeChecker::new(),
             memory: Mutex::new(RolloutMemory::default()),
         }
@@ -54,7 +90,19 @@ impl Rollouts {
 
     /// Notified by release watches and leadership changes.
     pub fn wake(&self) -> Arc<Notify> {
-        self.lead.wake.clone()
+        self.wake.clone()
+    }
+
+    /// Whether a cluster is connected (releases can be read).
+    pub fn has_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    async fn is_leader(&self) -> bool {
+        match &self.elector {
+            Some(e) => e.is_leader().await,
+            None => true,
+        }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, RolloutMemory> {
@@ -80,10 +128,10 @@ impl Rollouts {
                 .filter(|r| mem.watched.insert(format!("{}/{}", r.namespace, r.name)))
                 .collect()
         };
-        if !new.is_empty() {
-            self.lead
-                .cluster
-                .watch(&new, self.lead.wake.clone(), self.lead.stop.clone());
+        if !new.is_empty()
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.watch(&new, self.wake.clone(), self.stop.clone());
         }
     }
 }
@@ -131,28 +179,37 @@ impl Reconciler {
         self.poster.thread(&key, status_line(state, r), text, &flat);
     }
 
-    async fn load_state(&self, ro: &Rollouts) -> State {
+    async fn load_state(&self, ro: &Rollouts) -> Result<State, CycleError> {
         if let Some(s) = ro.memory().state.clone() {
-            return s;
+            return Ok(s);
         }
-        let state = match ro.lead.elector.state().await {
-            Some(text) => match serde_json::from_str::<State>(&text) {
+        let text = match (ro.store, &ro.elector) {
+            (StateStore::Lease, Some(e)) => e.state().await.map(String::into_bytes),
+            _ => {
+                let read = self.repo.read_state().await?;
+                ro.memory().state_commit = read.as_ref().map(|(c, _)| *c);
+                read.map(|(_, t)| t)
+            }
+        };
+        let state = match text {
+            Some(text) => match serde_json::from_slice::<State>(&text) {
                 Ok(s) => {
                     tracing::info!(
                         rollouts = s.rollouts.len(),
-                        "resumed rollout state from the Lease"
+                        store = ?ro.store,
+                        "resumed rollout state"
                     );
                     s
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "the rollout state on the Lease is unreadable; starting from git");
+                    tracing::error!(error = %e, store = ?ro.store, "the stored rollout state is unreadable; starting from git");
                     State::default()
                 }
             },
             None => State::default(),
         };
         self.poster.seed_threads(&state.threads);
-        state
+        Ok(state)
     }
 
     /// A cycle on a cluster: followers only read the config; the leader runs rollouts.
@@ -163,17 +220,23 @@ impl Reconciler {
         cfg: Arc<Config>,
         scope: &Scope,
     ) -> Result<Report, CycleError> {
-        let elector = &ro.lead.elector;
-        let leads = elector.is_leader().await;
+        let leads = ro.is_leader().await;
         self.metrics.leader(leads);
         if !leads {
             // Followers write nothing; the leader's state is read again on taking over.
             ro.forget();
-            if let Some(e) = elector.last_error().await {
+            if let Some(e) = &ro.elector
+                && let Some(e) = e.last_error().await
+            {
                 tracing::warn!(error = %e, "cannot reach the Lease");
                 return Err(CycleError::Cluster(ClusterError::Lease(e)));
             }
             return Ok(follower_report(head));
+        }
+        if !ro.has_cluster()
+            && let Some((env, _)) = cfg.environments.iter().find(|(_, e)| e.release.is_some())
+        {
+            return Err(CycleError::NoCluster(env.clone()));
         }
         self.rollout_cycle(ro, head, cfg, scope).await
     }
@@ -189,7 +252,7 @@ impl Reconciler {
         ro.ensure_watches(&cfg);
         let gates = self.current.gates();
         let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
-        let mut state = self.load_state(ro).await;
+        let mut state = self.load_state(ro).await?;
         let before = state.clone();
         let now = Utc::now();
 
@@ -200,7 +263,7 @@ impl Reconciler {
         per_env.retain(|_, m| !m.is_empty());
         let (commit, changes, at) = if per_env.is_empty() {
             (None, Vec::new(), head)
-        } else if !ro.lead.elector.is_leader().await {
+        } else if !ro.is_leader().await {
             // Lost the Lease during this cycle: write nothing; the new leader has the state.
             ro.forget();
             return Ok(follower_report(head));
@@ -319,8 +382,9 @@ impl Reconciler {
             };
             if needs.release
                 && let Some(rel) = &env.release
+                && let Some(cluster) = &ro.cluster
             {
-                match ro.lead.cluster.helm_release(rel).await {
+                match cluster.helm_release(rel).await {
                     Ok(obj) => {
                         let reconciled = match obj.as_ref().and_then(attempted_commit) {
                             Some(rev) => self.repo.contains(&rev, &r.commit).await,
@@ -359,7 +423,7 @@ impl Reconciler {
             }
             let mut next = step.next;
             let mut w = step.wake;
-            if next.phase == Phase::Failed && ro.lead.elector.is_leader().await {
+            if next.phase == Phase::Failed && ro.is_leader().await {
                 match self.revert(cfg, &next).await {
                     Ok(commit) => {
                         let back = next
@@ -452,7 +516,38 @@ impl Reconciler {
                 return;
             }
         };
-        match ro.lead.elector.save_state(&text).await {
+        if ro.store == StateStore::Git {
+            let base = ro.memory().state_commit;
+            let author = self
+                .current
+                .config()
+                .map(|c| c.git.author.clone())
+                .unwrap_or_default();
+            match self.repo.save_state(base, text.into_bytes(), author).await {
+                Ok(Some(commit)) => {
+                    let mut mem = ro.memory();
+                    mem.state = Some(state);
+                    mem.state_commit = Some(commit);
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        "another writer saved the rollout state first; reading it again next cycle"
+                    );
+                    self.metrics.error("state");
+                    ro.forget();
+                }
+                Err(e) => {
+                    // Keep it in memory and try again next cycle; git holds the values meanwhile.
+                    tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
+                    ro.memory().state = Some(state);
+                }
+            }
+            return;
+        }
+        let Some(elector) = &ro.elector else {
+            return;
+        };
+        match elector.save_state(&text).await {
             Ok(()) => ro.memory().state = Some(state),
             Err(LeaseError::NotLeader) => {
                 tracing::warn!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use git2::{FileMode, ObjectType, Oid, Repository, Signature};
 
 pub use auth::GitAuth;
-pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions};
+pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
 
 use crate::config::Author;
 use crate::plan::{self, Prepared};
@@ -398,7 +398,11 @@ impl Checkout {
             let Some(commit) = self.build_commit(&snap, author, &prepared)? else {
                 return Ok(Pushed::Unchanged { head });
             };
-            match self.push(commit, snap.commit)? {
+            match self.push(
+                &format!("refs/heads/{}", self.branch),
+                commit,
+                Some(snap.commit),
+            )? {
                 PushResult::Accepted => {
                     self.repo
                         .reference(&self.tracking_ref(), commit, true, "tagflow push")
@@ -456,9 +460,11 @@ impl Checkout {
     }
 
     /// Put `commit` on the remote branch if the branch is still at `base`, never forced.
-    fn push(&self, commit: Oid, base: Oid) -> Result<PushResult, GitError> {
+    /// Put `commit` on the remote's `refname` if it is still at `base` (`None`: absent), never
+    /// forced: `commit` must descend from `base`, so the server refuses anything else.
+    fn push(&self, refname: &str, commit: Oid, base: Option<Oid>) -> Result<PushResult, GitError> {
         if self.remote.scheme == "file" {
-            return self.push_local(commit, base);
+            return self.push_local(refname, commit, base);
         }
         let outgoing = "refs/tagflow/outgoing";
         self.repo
@@ -479,7 +485,7 @@ impl Checkout {
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cb);
         // No leading '+': a push that is not a fast-forward is refused by the server.
-        let spec = format!("{outgoing}:refs/heads/{}", self.branch);
+        let spec = format!("{outgoing}:{refname}");
         let result = remote.push(&[&spec], Some(&mut opts));
         drop(opts);
         match result {
@@ -493,6 +499,107 @@ impl Checkout {
                 crate::secret::display_url(&self.url)
             ))(e)),
         }
+    }
+
+    /// Fetch the remote's `refname` (outside the branches, e.g. `refs/tagflow/state`) into a
+    /// local copy; `None` when the remote has no such ref.
+    pub fn fetch_ref(&self, refname: &str) -> Result<Option<Oid>, GitError> {
+        let local = format!(
+            "refs/tagflow-remote/{}",
+            refname.trim_start_matches("refs/")
+        );
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(git_err("find origin"))?;
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(self.auth.callbacks(&self.remote));
+        opts.download_tags(git2::AutotagOption::None);
+        opts.prune(git2::FetchPrune::Off);
+        // Ask what the remote has first: fetching a ref it lacks would fail the whole fetch.
+        remote
+            .connect_auth(
+                git2::Direction::Fetch,
+                Some(self.auth.callbacks(&self.remote)),
+                None,
+            )
+            .map_err(git_err(format!(
+                "connect to {}",
+                crate::secret::display_url(&self.url)
+            )))?;
+        let exists = remote
+            .list()
+            .map_err(git_err("list remote refs"))?
+            .iter()
+            .any(|h| h.name() == refname);
+        remote.disconnect().map_err(git_err("disconnect"))?;
+        if !exists {
+            return Ok(None);
+        }
+        let spec = format!("+{refname}:{local}");
+        remote
+            .fetch(&[&spec], Some(&mut opts), None)
+            .map_err(git_err(format!("fetch {refname}")))?;
+        match self.repo.refname_to_id(&local) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(git_err(format!("read {local}"))(e)),
+        }
+    }
+
+    /// A single-file commit on top of `parent` (or a root commit), not on any branch.
+    pub fn record(
+        &self,
+        parent: Option<Oid>,
+        file: &str,
+        content: &[u8],
+        message: &str,
+        author: &Author,
+    ) -> Result<Oid, GitError> {
+        let blob = self
+            .repo
+            .blob(content)
+            .map_err(git_err("store the state"))?;
+        let mut tb = self
+            .repo
+            .treebuilder(None)
+            .map_err(git_err("build the state tree"))?;
+        tb.insert(file, blob, MODE_BLOB)
+            .map_err(git_err("build the state tree"))?;
+        let tree = tb.write().map_err(git_err("write the state tree"))?;
+        let tree = self
+            .repo
+            .find_tree(tree)
+            .map_err(git_err("find the state tree"))?;
+        let parent = parent
+            .map(|p| self.repo.find_commit(p))
+            .transpose()
+            .map_err(git_err("find the previous state"))?;
+        let sig = Signature::now(&author.name, &author.email)
+            .map_err(git_err("make the commit signature"))?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        self.repo
+            .commit(None, &sig, &sig, message, &tree, &parents)
+            .map_err(git_err("create the state commit"))
+    }
+
+    /// Move the remote's `refname` from `base` to `commit` (compare-and-swap: `false` when the
+    /// ref moved since `base` was read).
+    pub fn push_ref(
+        &self,
+        refname: &str,
+        commit: Oid,
+        base: Option<Oid>,
+    ) -> Result<bool, GitError> {
+        Ok(matches!(
+            self.push(refname, commit, base)?,
+            PushResult::Accepted
+        ))
+    }
+
+    /// The bytes of `file` in the tree of `commit`.
+    pub fn read_file_at(&self, commit: Oid, file: &str) -> Result<Option<Vec<u8>>, GitError> {
+        self.snapshot(commit)?.read(file)
     }
 
     /// Whether `rev` (a full or abbreviated sha another system reports, e.g. Flux) names
@@ -518,7 +625,12 @@ impl Checkout {
     /// writer landing in between was overwritten. Instead: copy the objects, then move the ref
     /// only if it still points at `base` (a compare-and-swap under git's ref lock, the same
     /// guarantee `git-receive-pack` gives ssh:// and https:// pushes).
-    fn push_local(&self, commit: Oid, base: Oid) -> Result<PushResult, GitError> {
+    fn push_local(
+        &self,
+        name: &str,
+        commit: Oid,
+        base: Option<Oid>,
+    ) -> Result<PushResult, GitError> {
         use std::io::Write as _;
         let path = url::Url::parse(&self.url)
             .ok()
@@ -554,13 +666,20 @@ impl Checkout {
         writer
             .commit()
             .map_err(git_err("store objects in the remote"))?;
-        let name = format!("refs/heads/{}", self.branch);
-        match remote.reference_matching(&name, commit, true, base, "tagflow push") {
+        let moved = match base {
+            Some(base) => remote.reference_matching(name, commit, true, base, "tagflow push"),
+            // Create only: fails when someone else created it first.
+            None => remote.reference(name, commit, false, "tagflow push"),
+        };
+        match moved {
             Ok(_) => Ok(PushResult::Accepted),
             Err(e)
                 if matches!(
                     e.code(),
-                    git2::ErrorCode::Modified | git2::ErrorCode::Locked | git2::ErrorCode::NotFound
+                    git2::ErrorCode::Modified
+                        | git2::ErrorCode::Locked
+                        | git2::ErrorCode::NotFound
+                        | git2::ErrorCode::Exists
                 ) =>
             {
                 Ok(PushResult::Rejected(format!(

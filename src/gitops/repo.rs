@@ -11,6 +11,11 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plan::{self, ChangeSet, EnvChange, PlanError};
 
+/// The ref outside the branches that holds tagflow's rollout state (with `state: git`).
+pub const STATE_REF: &str = "refs/tagflow/state";
+/// The file in a state commit.
+pub const STATE_FILE: &str = "state.json";
+
 /// Where the config repo is and how to reach it (the bootstrap flags).
 #[derive(Debug, Clone)]
 pub struct RepoOptions {
@@ -154,6 +159,34 @@ impl ConfigRepo {
         f: impl FnOnce(&Snapshot<'_>) -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, GitError> {
         self.with_git(move |c| f(&c.snapshot(commit)?)).await?
+    }
+
+    /// The rollout state document on [`STATE_REF`]: (its commit, its text); `None` when no
+    /// state was ever saved.
+    pub async fn read_state(&self) -> Result<Option<(Oid, Vec<u8>)>, GitError> {
+        self.with_git(|c| {
+            let Some(commit) = c.fetch_ref(STATE_REF)? else {
+                return Ok(None);
+            };
+            Ok(c.read_file_at(commit, STATE_FILE)?.map(|t| (commit, t)))
+        })
+        .await?
+    }
+
+    /// Save the state document on top of `base` (the state commit it was read from) with a
+    /// compare-and-swap push: `Ok(None)` when another writer moved the ref first (re-read and
+    /// decide again), else the new state commit.
+    pub async fn save_state(
+        &self,
+        base: Option<Oid>,
+        text: Vec<u8>,
+        author: crate::config::Author,
+    ) -> Result<Option<Oid>, GitError> {
+        self.with_git(move |c| {
+            let commit = c.record(base, STATE_FILE, &text, "tagflow: rollout state\n", &author)?;
+            Ok(c.push_ref(STATE_REF, commit, base)?.then_some(commit))
+        })
+        .await?
     }
 
     /// Whether revision `rev` (as a reconciler reports it) is `commit` or a descendant of it.

@@ -1,0 +1,355 @@
+//! Rollouts without Kubernetes: `tagflow run` with no `--lease` keeps the rollout state in the
+//! config repo (`refs/tagflow/state`, compare-and-swap pushes) and follows each environment by
+//! its smoke check alone. The test plays the deployer: when the config repo's head moves, each
+//! environment's app answers with the tag its values file names.
+//!
+//! The same scenarios as tests/rollout.rs: dev → soak → approval → prod; a prod smoke failure
+//! reverted and quarantined; a restart mid-soak that neither restarts the soak nor commits twice.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{Local, eventually, file_url, push_three, registry_block, tagflow};
+use serde_json::Value;
+use testbed::{BareRepo, Registry, RegistryOpts, Response, Scripted, SlackCapture};
+
+/// Generous guard for anything tagflow does in a few cycles; never a timing assertion.
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Which tag each environment's app answers with, and which environments answer 503.
+#[derive(Default)]
+struct App {
+    running: Mutex<BTreeMap<String, String>>,
+    broken: Mutex<BTreeSet<String>>,
+}
+
+struct World {
+    _reg: Registry,
+    repo: Arc<BareRepo>,
+    slack: SlackCapture,
+    app: Arc<App>,
+    _app_server: Scripted,
+    stop: Arc<AtomicBool>,
+    deployer: Option<JoinHandle<()>>,
+    local: Local,
+    url: String,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(d) = self.deployer.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+fn values(repository: &str, tag: &str) -> String {
+    format!(
+        "image:\n  repository: {repository}\n  tag: {tag} # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
+    )
+}
+
+fn tag_in(values: &str) -> String {
+    values
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tag: "))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+fn world(prod_gate: &str) -> World {
+    let reg = Registry::start(RegistryOpts::default());
+    push_three(&reg);
+    let app = Arc::new(App::default());
+    let app2 = app.clone();
+    let app_server = Scripted::start(move |req| {
+        let env = req.path.trim_start_matches('/').to_owned();
+        if app2.broken.lock().unwrap().contains(&env) {
+            return Response::text(503, "unavailable");
+        }
+        match app2.running.lock().unwrap().get(&env) {
+            Some(tag) => Response::text(200, &format!("app version={tag}\n")),
+            None => Response::text(404, "no such env"),
+        }
+    });
+    let slack = SlackCapture::start();
+    let local = Local::new();
+    let hook = local.file("slack-url", &slack.url);
+    let repository = format!("{}/team/app", reg.host);
+    let smoke = |env: &str| {
+        format!(
+            "    smoke: {{url: '{}', expect: {{status: 200, bodyContains: 'version={{tag}}'}}, retries: 2, interval: 1s, deadline: 30s}}\n",
+            app_server.url(&format!("/{env}"))
+        )
+    };
+    let config = format!(
+        "interval: 1s\n{}images:\n  app:\n    repository: {repository}\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: built}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n{}  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: dev\n    gate: {prod_gate}\n{}notify:\n  slack: {{webhookUrl: {{file: {}}}}}\n",
+        registry_block(&reg, &local),
+        smoke("dev"),
+        smoke("prod"),
+        hook.display(),
+    );
+    let repo = Arc::new(BareRepo::new(&[
+        ("config/tagflow.yaml", &config),
+        ("envs/dev/patch.yaml", &values(&repository, "a1b2c3d")),
+        ("envs/prod/patch.yaml", &values(&repository, "a1b2c3d")),
+    ]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deployer = {
+        let (repo, app, stop) = (repo.clone(), app.clone(), stop.clone());
+        std::thread::spawn(move || deploy(&repo, &app, &stop))
+    };
+    let url = file_url(&repo);
+    World {
+        _reg: reg,
+        repo,
+        slack,
+        app,
+        _app_server: app_server,
+        stop,
+        deployer: Some(deployer),
+        local,
+        url,
+    }
+}
+
+/// The deployer's part: at every new head, each environment's app runs the tag its file names.
+fn deploy(repo: &BareRepo, app: &App, stop: &AtomicBool) {
+    let mut done = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let Some(head) = repo.head("main") else {
+            continue;
+        };
+        if head == done {
+            continue;
+        }
+        for env in ["dev", "prod"] {
+            if let Some(v) = repo.read("main", &format!("envs/{env}/patch.yaml")) {
+                app.running
+                    .lock()
+                    .unwrap()
+                    .insert(env.to_owned(), tag_in(&v));
+            }
+        }
+        done = head;
+    }
+}
+
+/// A `tagflow run` without `--lease`, killed (SIGKILL) on drop.
+struct Replica {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn start(w: &World, name: &str) -> Replica {
+        let dir = w.local.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("run.log");
+        let mut c = tagflow();
+        c.args([
+            "run",
+            "--repo",
+            &w.url,
+            "--listen",
+            &format!("127.0.0.1:{}", testbed::free_port()),
+        ])
+        .arg("--workdir")
+        .arg(dir.join("work"))
+        .env_remove("KUBECONFIG")
+        .env("HOME", &dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+        Replica {
+            child: Some(c.spawn().expect("spawn tagflow run")),
+            log,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The rollout state document on `refs/tagflow/state`.
+fn state(w: &World) -> Option<Value> {
+    let text = testbed::try_git(
+        &w.repo.path,
+        &["show", "refs/tagflow/state:state.json"],
+        &[],
+    )
+    .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn phase(w: &World, key: &str) -> Option<(String, String)> {
+    let s = state(w)?;
+    let r = &s["rollouts"][key];
+    Some((
+        r["pinned"]["tag"].as_str()?.to_owned(),
+        r["phase"].as_str()?.to_owned(),
+    ))
+}
+
+fn wait_phase(w: &World, key: &str, tag: &str, want: &str, r: &Replica) {
+    let got = eventually(LIMIT, || {
+        phase(w, key).filter(|(t, p)| t == tag && p == want)
+    });
+    assert!(
+        got.is_some(),
+        "{key} never reached {tag} {want} (now {:?}); logs:\n{}",
+        phase(w, key),
+        r.logs()
+    );
+}
+
+/// Commits whose message sets `env` to `tag` (`Tagflow-Set: env app …:tag`).
+fn commits_setting(w: &World, env: &str, tag: &str) -> Vec<testbed::Commit> {
+    w.repo
+        .log("main")
+        .into_iter()
+        .filter(|c| {
+            c.message.lines().any(|l| {
+                l.starts_with(&format!("Tagflow-Set: {env} app "))
+                    && l.contains(&format!(":{tag} "))
+            })
+        })
+        .collect()
+}
+
+fn texts(w: &World) -> Vec<String> {
+    w.slack
+        .messages()
+        .iter()
+        .map(|m| m.body["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn happy_path_dev_then_prod_behind_soak_and_approval_with_state_in_git() {
+    let w = world("{soak: 2s, approval: true}");
+    let r = Replica::start(&w, "a");
+    wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &r);
+    assert!(commits_setting(&w, "prod", "0f1e2d3").is_empty());
+    let out = common::run(tagflow().args(["approve", "prod", "0f1e2d3", "--repo", &w.url]));
+    assert!(out.status.success(), "{}", common::logs(&out));
+    wait_phase(&w, "prod/app", "0f1e2d3", "healthy", &r);
+    let (dev, prod) = (
+        commits_setting(&w, "dev", "0f1e2d3"),
+        commits_setting(&w, "prod", "0f1e2d3"),
+    );
+    assert_eq!((dev.len(), prod.len()), (1, 1), "one commit each");
+    assert_eq!(
+        w.repo.read("main", "envs/prod/patch.yaml"),
+        w.repo.read("main", "envs/dev/patch.yaml"),
+        "prod got the very tag and digest dev ran"
+    );
+    // Every step reached Slack through the incoming webhook (no bot: flat messages).
+    let all = texts(&w).join("\n");
+    for step in [
+        "dev: smoke check OK",
+        "dev: soak done",
+        "waiting for approval to promote 0f1e2d3 to prod",
+        "prod: healthy",
+    ] {
+        assert!(all.contains(step), "{step:?} missing from Slack:\n{all}");
+    }
+    // Anyone with read access to the repo can see the state: no cluster involved.
+    let out = common::run(tagflow().args(["status", "--repo", &w.url]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::logs(&out));
+    assert!(stdout.contains("dev\tapp\t0f1e2d3\tpromoted\t"), "{stdout}");
+    assert!(stdout.contains("prod\tapp\t0f1e2d3\thealthy\t"), "{stdout}");
+    assert!(!r.logs().contains("Kubernetes"), "{}", r.logs());
+}
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn prod_smoke_failure_reverts_and_quarantines_with_state_in_git() {
+    let w = world("{soak: 1s}");
+    w.app.broken.lock().unwrap().insert("prod".into());
+    let r = Replica::start(&w, "a");
+    wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &r);
+    w.app.broken.lock().unwrap().clear();
+    let reverts: Vec<_> = w
+        .repo
+        .log("main")
+        .into_iter()
+        .filter(|c| {
+            c.subject
+                .starts_with("tagflow: revert prod app 0f1e2d3 → a1b2c3d")
+        })
+        .collect();
+    assert_eq!(reverts.len(), 1, "one revert commit");
+    assert_eq!(
+        tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
+        "a1b2c3d"
+    );
+    let q = w
+        .repo
+        .read("main", "config/quarantine.yaml")
+        .expect("quarantine list");
+    assert!(q.contains("image: \"app\", tag: \"0f1e2d3\""), "{q}");
+    // The policy moves dev off the quarantined tag.
+    wait_phase(&w, "dev/app", "b2c3d4e", "healthy", &r);
+    assert_eq!(commits_setting(&w, "prod", "0f1e2d3").len(), 1);
+    let failed: Vec<String> = texts(&w)
+        .into_iter()
+        .filter(|t| t.contains("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one alert: {failed:#?}");
+}
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn a_restart_mid_soak_resumes_the_soak_without_a_duplicate_commit() {
+    let w = world("{soak: 8s}");
+    let mut a = Replica::start(&w, "a");
+    wait_phase(&w, "dev/app", "0f1e2d3", "soaking", &a);
+    let since = state(&w).expect("state")["rollouts"]["dev/app"]["since"].clone();
+    a.kill(); // SIGKILL: nothing is flushed or released
+    let b = Replica::start(&w, "b");
+    wait_phase(&w, "prod/app", "0f1e2d3", "healthy", &b);
+    assert!(
+        !b.logs().contains("to=soaking"),
+        "the soak restarted:\n{}",
+        b.logs()
+    );
+    assert!(since.is_string());
+    assert_eq!(
+        commits_setting(&w, "dev", "0f1e2d3").len(),
+        1,
+        "no duplicate dev commit"
+    );
+    assert_eq!(
+        commits_setting(&w, "prod", "0f1e2d3").len(),
+        1,
+        "no duplicate promotion"
+    );
+}
