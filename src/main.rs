@@ -195,12 +195,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::Run { listen, lease } => run(args, listen, &lease).await?,
-        Command::Status { lease } => {
-            let name = lease
-                .lease
-                .context("--lease (or TAGFLOW_LEASE) is required")?;
-            commands::status(&name).await?
-        }
+        Command::Status { lease } => match lease.lease {
+            Some(name) => commands::status(&name).await?,
+            None => commands::status_git(repo_options(args, None)?).await?,
+        },
         Command::Approve { env, tag, image } => {
             commands::approve(repo_options(args, None)?, &env, &tag, image.as_deref()).await?
         }
