@@ -1,21 +1,34 @@
-//! tagflow end to end on this machine: `scripts/demo` (or `cargo run --example demo` after
-//! `cargo build --bin tagflow`).
+//! tagflow's whole flow on this machine, without a cluster: `scripts/demo` (or
+//! `cargo run --example demo` after `cargo build --bin tagflow`).
 //!
-//! Starts a real registry (docker-registry) and a git smart-HTTP server (lighttpd +
-//! git-http-backend) on 127.0.0.1, seeds a config repo with this repo's `envs/` files, pushes
-//! three images with different build times, runs the real `tagflow once` binary twice and shows
-//! the commit it pushed. Every server is stopped when the demo ends (testbed handles kill their
-//! process group on drop). Exits non-zero if tagflow did not commit the newest image.
+//! Starts a real registry (docker-registry), a git smart-HTTP server (lighttpd +
+//! git-http-backend), a Slack capture server and one small app per environment on 127.0.0.1,
+//! then runs the real `tagflow run` (no `--lease`: the rollout state lives in the config repo on
+//! `refs/tagflow/state`). The demo plays the deployer — the one stand-in: whenever the config
+//! repo's main moves, each environment's app starts answering with the tag its values file
+//! names, as Flux or Argo CD would make it. What it shows, and checks:
 //!
+//! 1. tagflow commits the newest build to dev; dev's smoke check passes; dev soaks;
+//! 2. prod waits for `tagflow approve prod TAG`; then gets the very same tag and digest, and
+//!    its smoke check passes;
+//! 3. a newer, broken image: dev's smoke check fails, tagflow reverts dev and quarantines the
+//!    tag, one alert;
+//! 4. the Slack thread as a person reads it, and `tagflow status` from git.
+//!
+//! Every server is stopped when the demo ends. Exits non-zero if any step did not happen.
 //! The binary is `$TAGFLOW_BIN`, else the `tagflow` next to this example's target directory.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testbed::{BareRepo, GitHttp, Registry, RegistryOpts, git};
+use serde_json::Value;
+use testbed::{BareRepo, GitHttp, Registry, RegistryOpts, Response, Scripted, SlackCapture, git};
 
 /// Repository path of the demo image inside the registry.
 const IMAGE_PATH: &str = "team/app";
@@ -33,8 +46,14 @@ const IMAGES: &[(&str, &str)] = &[
 /// The newest build among [`IMAGES`].
 const NEWEST: &str = "0f1e2d3";
 
-/// How long one `tagflow once` may take before the demo gives up.
-const ONCE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A later build whose app answers 503: pushed once prod runs [`NEWEST`].
+const BROKEN: (&str, &str) = ("c3d4e5f", "2024-05-04T09:00:00Z");
+
+/// How long any one step may take before the demo gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one `tagflow` command (`approve`, `status`) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -58,8 +77,147 @@ fn indent(text: &str) -> String {
         .collect::<String>()
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
+/// What each environment's app runs, and which tags are broken (answer 503).
+#[derive(Default)]
+struct Apps {
+    running: Mutex<BTreeMap<String, String>>,
+    broken: Mutex<BTreeSet<String>>,
+}
+
+impl Apps {
+    fn answer(&self, env: &str) -> Response {
+        let Some(tag) = self.running.lock().unwrap().get(env).cloned() else {
+            return Response::text(404, "no such environment\n");
+        };
+        if self.broken.lock().unwrap().contains(&tag) {
+            return Response::text(503, &format!("app version={tag}: crashed on start\n"));
+        }
+        Response::text(200, &format!("app version={tag}\n"))
+    }
+}
+
+/// The deployer stand-in: at every new head of main, each app runs the tag its file names.
+fn deployer(repo: &BareRepo, apps: &Apps, stop: &AtomicBool) {
+    let mut seen = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(head) = repo.head("main") else {
+            continue;
+        };
+        if head == seen {
+            continue;
+        }
+        for env in ["dev", "prod"] {
+            if let Some(text) = repo.read("main", &format!("envs/{env}/patch.yaml")) {
+                let tag = tag_in(&text);
+                apps.running.lock().unwrap().insert(env.to_owned(), tag);
+            }
+        }
+        seen = head;
+    }
+}
+
+/// The `image.tag` value of a values file.
+fn tag_in(values: &str) -> String {
+    values
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tag: "))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// `tagflow run`, killed when dropped.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Follows `refs/tagflow/state` and prints each rollout step the first time it shows up.
+struct Watch<'a> {
+    repo: &'a BareRepo,
+    started: Instant,
+    seen: BTreeSet<(String, String, String)>,
+}
+
+impl Watch<'_> {
+    /// `env/image` → (tag, phase, reason) from the state document.
+    fn rollouts(&self) -> BTreeMap<String, (String, String, String)> {
+        let Ok(text) = testbed::try_git(
+            &self.repo.path,
+            &["show", "refs/tagflow/state:state.json"],
+            &[],
+        ) else {
+            return BTreeMap::new();
+        };
+        let Ok(state) = serde_json::from_str::<Value>(&text) else {
+            return BTreeMap::new();
+        };
+        let field = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+        state["rollouts"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, r)| {
+                        let tag = r["pinned"]["tag"].as_str().unwrap_or_default().to_owned();
+                        (k.clone(), (tag, field(r, "phase"), field(r, "reason")))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn poll(&mut self) -> BTreeMap<String, (String, String, String)> {
+        let now = self.rollouts();
+        for (key, (tag, phase, reason)) in &now {
+            if self.seen.insert((key.clone(), tag.clone(), phase.clone())) {
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({reason})")
+                };
+                println!(
+                    "  {:>5.1}s  {key:<8} {tag}  {phase}{why}",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        now
+    }
+
+    /// Wait until `key` shows `tag` in `phase`.
+    fn until(&mut self, key: &str, tag: &str, phase: &str, agent: &Agent) -> Result<()> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let now = self.poll();
+            if now.get(key).is_some_and(|(t, p, _)| t == tag && p == phase) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{key} never reached {tag} {phase} within {}s (now {:?}); tagflow's log:\n{}",
+                    STEP_TIMEOUT.as_secs(),
+                    now.get(key),
+                    indent(&agent.logs())
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn demo() -> Result<()> {
@@ -75,10 +233,8 @@ fn demo() -> Result<()> {
         registry.base_url,
         registry.pid()
     );
-
-    section(&format!("2. Images pushed to {image}"));
-    println!("{:<9} {:<22} digest", "tag", "built");
-    let mut newest_digest = String::new();
+    println!("\nimages pushed to {image}:");
+    println!("    {:<9} {:<22} digest", "tag", "built");
     for (tag, created) in IMAGES {
         let digest = registry.push_image(IMAGE_PATH, tag, created, Some(tag));
         let mark = if *tag == NEWEST {
@@ -86,26 +242,54 @@ fn demo() -> Result<()> {
         } else {
             ""
         };
-        println!("{tag:<9} {created:<22} {}…{mark}", &digest[..19]);
-        if *tag == NEWEST {
-            newest_digest = digest;
-        }
+        println!("    {tag:<9} {created:<22} {}…{mark}", &digest[..19]);
     }
 
-    let config = config_yaml(&registry.host, &image);
+    section("2. The apps, Slack and the config repo");
+    let apps = Arc::new(Apps::default());
+    let app_server = {
+        let apps = apps.clone();
+        Scripted::start(move |req| apps.answer(req.path.trim_start_matches('/')))
+    };
+    println!(
+        "apps      {}  (dev and prod: each answers `app version=TAG` for the tag it was deployed with)",
+        app_server.url("/{dev,prod}")
+    );
+    let slack = SlackCapture::start();
+    println!(
+        "slack     {}  (stand-in for Slack's Web API)",
+        slack.api_url
+    );
+
+    let scratch = tempfile::Builder::new()
+        .prefix("tagflow-demo-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let secret = |name: &str, value: &str| -> Result<PathBuf> {
+        let path = scratch.path().join(name);
+        fs::write(&path, format!("{value}\n")).map_err(|e| format!("write {name}: {e}"))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {name}: {e}"))?;
+        Ok(path)
+    };
+    let bot_token = secret("slack-bot-token", "xoxb-demo-token")?;
+    let config = config_yaml(
+        &registry.host,
+        &image,
+        &app_server.url("/"),
+        &slack.api_url,
+        &bot_token,
+    );
     let dev = with_local_repository(root, "envs/dev/patch.yaml", &image)?;
     let prod = with_local_repository(root, "envs/prod/patch.yaml", &image)?;
-    let repo = BareRepo::new(&[
+    let repo = Arc::new(BareRepo::new(&[
         ("config/tagflow.yaml", config.as_str()),
         ("envs/dev/patch.yaml", dev.as_str()),
         ("envs/prod/patch.yaml", prod.as_str()),
-    ]);
+    ]));
     let http = GitHttp::start(&repo);
-    let before = repo.head("main").ok_or("the config repo has no main")?;
-
-    section(&format!("3. Config repo, main at {}", short(&before)));
     println!(
-        "served at {}  (lighttpd + git-http-backend, basic auth, pid {})",
+        "git       {}  (lighttpd + git-http-backend, basic auth, pid {})",
         http.url,
         http.pid()
     );
@@ -115,116 +299,204 @@ fn demo() -> Result<()> {
     println!("image.repository set to {image}; both start at tag {START_TAG}:");
     print!("{}", indent(&image_block(&dev)));
 
-    // tagflow's own scratch: its clone (--workdir) and the git password file.
-    let scratch = tempfile::Builder::new()
-        .prefix("tagflow-demo-")
-        .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let password_file = scratch.path().join("git-password");
-    fs::write(&password_file, format!("{}\n", http.password))
-        .map_err(|e| format!("write password file: {e}"))?;
-    fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("chmod password file: {e}"))?;
-    let workdir = scratch.path().join("work");
-    let once = |title: &str| -> Result<bool> {
-        section(title);
+    let stop = Arc::new(AtomicBool::new(false));
+    let deploy = {
+        let (repo, apps, stop) = (repo.clone(), apps.clone(), stop.clone());
+        std::thread::spawn(move || deployer(&repo, &apps, &stop))
+    };
+
+    let password_file = secret("git-password", &http.password)?;
+    let repo_args: Vec<String> = vec![
+        "--repo".into(),
+        http.url.clone(),
+        "--git-username".into(),
+        http.username.clone(),
+        "--git-password-file".into(),
+        password_file.display().to_string(),
+    ];
+    let command = |args: &[&str]| -> Command {
         let mut cmd = Command::new(&bin);
-        cmd.arg("--repo")
-            .arg(&http.url)
-            .arg("--git-username")
-            .arg(&http.username)
-            .arg("--git-password-file")
-            .arg(&password_file)
-            .arg("--workdir")
-            .arg(&workdir)
-            .arg("once");
+        cmd.args(&repo_args).args(args);
         // Only the flags above count: ignore TAGFLOW_* settings of the calling shell.
         for (k, _) in std::env::vars() {
             if k.starts_with("TAGFLOW_") && k != "TAGFLOW_LOG" {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("NO_COLOR", "1");
-        println!(
-            "$ {} --repo {} --git-username {} --git-password-file {} --workdir {} once",
-            bin.display(),
-            http.url,
-            http.username,
-            password_file.display(),
-            workdir.display()
-        );
-        let t = Instant::now();
-        let (status, log) = run_logged(&mut cmd, &scratch.path().join("tagflow.log"))?;
-        print!("{}", indent(&log));
-        println!("{status} after {:.2}s", t.elapsed().as_secs_f64());
-        Ok(status == "exit status 0")
+        cmd.env_remove("KUBECONFIG").env("NO_COLOR", "1");
+        cmd
     };
 
-    let ok = once("4. tagflow once")?;
-    let after = repo.head("main").ok_or("main disappeared")?;
-    if !ok {
-        return Err("tagflow once failed (its log is above)".into());
-    }
-    if after == before {
-        return Err(format!(
-            "tagflow did not commit: main is still at {}",
-            short(&before)
-        ));
+    section("3. tagflow run (no --lease: rollout state in the config repo)");
+    let workdir = scratch.path().join("work");
+    let listen = format!("127.0.0.1:{}", testbed::free_port());
+    println!(
+        "$ tagflow --repo {} --git-username {} --git-password-file {} run --listen {listen}",
+        http.url,
+        http.username,
+        password_file.display()
+    );
+    let log = scratch.path().join("tagflow-run.log");
+    let child = command(&[
+        "--workdir",
+        &workdir.display().to_string(),
+        "run",
+        "--listen",
+        &listen,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(&log).map_err(|e| format!("create log: {e}"))?)
+    .spawn()
+    .map_err(|e| format!("start tagflow run: {e}"))?;
+    let agent = Agent { child, log };
+    println!("\nrollout steps as they land on refs/tagflow/state (seconds since start):");
+    let mut watch = Watch {
+        repo: &repo,
+        started: Instant::now(),
+        seen: BTreeSet::new(),
+    };
+    watch.until("dev/app", NEWEST, "awaitingApproval", &agent)?;
+    if repo
+        .read("main", "envs/prod/patch.yaml")
+        .map(|t| tag_in(&t))
+        != Some(START_TAG.into())
+    {
+        return Err("prod moved before it was approved".into());
     }
 
-    section("5. The commit tagflow pushed");
-    println!("$ git log -1 --stat main");
-    print!(
-        "{}",
-        indent(&git(&repo.path, &["log", "-1", "--stat", "main"]))
-    );
-    println!("$ git show --format= main");
-    print!(
-        "{}",
-        indent(&git(&repo.path, &["show", "--format=", "main"]))
-    );
-    for env in ["dev", "prod"] {
-        let file = format!("envs/{env}/patch.yaml");
-        let text = repo.read("main", &file).unwrap_or_default();
-        let tag_ok = text.contains(&format!("tag: {NEWEST} #"));
-        let digest_ok = text.contains(&newest_digest);
-        if !tag_ok || !digest_ok {
-            return Err(format!(
-                "{file} on main does not carry {NEWEST}@{newest_digest}:\n{}",
-                image_block(&text)
-            ));
-        }
+    section(&format!("4. tagflow approve prod {NEWEST}"));
+    println!("$ tagflow --repo … approve prod {NEWEST}");
+    let (status, out) = run_logged(
+        &mut command(&["approve", "prod", NEWEST]),
+        &scratch.path().join("approve.log"),
+    )?;
+    print!("{}", indent(&out));
+    if status != "exit status 0" {
+        return Err(format!("tagflow approve: {status}"));
     }
-
-    let ok = once("6. tagflow once, again: nothing new in the registry")?;
-    let again = repo.head("main").ok_or("main disappeared")?;
-    if !ok {
-        return Err("the second tagflow once failed (its log is above)".into());
-    }
-    if again != after {
+    watch.until("prod/app", NEWEST, "healthy", &agent)?;
+    let (dev_now, prod_now) = (
+        image_block(&repo.read("main", "envs/dev/patch.yaml").unwrap_or_default()),
+        image_block(
+            &repo
+                .read("main", "envs/prod/patch.yaml")
+                .unwrap_or_default(),
+        ),
+    );
+    if dev_now != prod_now || !prod_now.contains(&format!("tag: {NEWEST} ")) {
         return Err(format!(
-            "the second cycle committed again ({} -> {})",
-            short(&after),
-            short(&again)
+            "prod does not run what dev ran:\ndev:\n{dev_now}prod:\n{prod_now}"
         ));
     }
-    println!("main is still at {}: no change, no commit", short(&again));
+    println!("\nprod runs the very tag and digest dev ran:");
+    print!("{}", indent(&prod_now));
+
+    let (broken, built) = BROKEN;
+    section(&format!("5. A newer, broken build: {broken}"));
+    apps.broken.lock().unwrap().insert(broken.to_owned());
+    registry.push_image(IMAGE_PATH, broken, built, Some(broken));
+    println!("pushed {image}:{broken} (built {built}); its app answers 503\n");
+    watch.until("dev/app", broken, "quarantined", &agent)?;
+    let log = repo.log("main");
+    let revert = format!("tagflow: revert dev app {broken} → {NEWEST}");
+    if !log.iter().any(|c| c.subject.starts_with(&revert)) {
+        return Err(format!("no commit `{revert}` on main"));
+    }
+    let quarantine = repo
+        .read("main", "config/quarantine.yaml")
+        .unwrap_or_default();
+    if !quarantine.contains(broken) {
+        return Err(format!(
+            "{broken} is not in config/quarantine.yaml:\n{quarantine}"
+        ));
+    }
+    println!("\nconfig/quarantine.yaml:");
+    print!("{}", indent(&quarantine));
+
+    section("6. The Slack threads, as a person reads them");
+    let threads = slack_threads(&slack);
+    print!("{threads}");
+    let alerts = threads.matches("FAILED").count();
+    if alerts != 1 {
+        return Err(format!("expected one FAILED alert in Slack, saw {alerts}"));
+    }
+    if threads.contains("xoxb-demo-token") {
+        return Err("the Slack token appears in a message".into());
+    }
+
+    section("7. tagflow status (read from the config repo: no cluster)");
+    println!("$ tagflow --repo … status");
+    let (status, out) = run_logged(
+        &mut command(&["status"]),
+        &scratch.path().join("status.log"),
+    )?;
+    print!("{}", indent(&out));
+    if status != "exit status 0" {
+        return Err(format!("tagflow status: {status}"));
+    }
+
+    section("8. What tagflow committed");
+    println!("$ git log --format='%h %s' main");
+    print!(
+        "{}",
+        indent(&git(&repo.path, &["log", "--format=%h %s", "main"]))
+    );
 
     section("Result");
     println!(
-        "tagflow moved dev and prod from {START_TAG} to {NEWEST} (the newest build, not the last \
-         pushed tag)\nand pinned its digest, in one commit ({}) pushed over HTTP; the second cycle \
-         changed nothing.",
-        short(&after)
-    );
-    println!(
-        "Stopping the servers (demo took {:.1}s).",
+        "dev got {NEWEST} (the newest build), passed its smoke check and soak; prod got the same tag \
+         and digest\nafter `tagflow approve` and passed its smoke check; {broken} failed dev's smoke \
+         check and was\nreverted and quarantined, with one alert. Stopping the servers (demo took {:.1}s).",
         started.elapsed().as_secs_f64()
     );
+    drop(agent);
+    stop.store(true, Ordering::SeqCst);
+    let _ = deploy.join();
     drop(http);
     drop(repo);
     drop(registry);
     Ok(())
+}
+
+/// Every thread tagflow started in the Slack capture: the parent's latest status line, then
+/// its replies in order. (The capture numbers message ts values 1700000000.000001, … in the
+/// order it answers Web API calls.)
+fn slack_threads(slack: &SlackCapture) -> String {
+    let mut parents: Vec<(String, String)> = Vec::new();
+    let mut replies: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut flat = Vec::new();
+    let mut n = 0;
+    for m in slack.delivered() {
+        let text = m.body["text"].as_str().unwrap_or_default().to_owned();
+        if !m.path.starts_with("/api/") {
+            flat.push(text);
+            continue;
+        }
+        n += 1;
+        let ts = format!("1700000000.{n:06}");
+        if m.path.ends_with("/chat.update") {
+            let at = m.body["ts"].as_str().unwrap_or_default();
+            if let Some(p) = parents.iter_mut().find(|(t, _)| t == at) {
+                p.1 = text;
+            }
+        } else if let Some(parent) = m.body["thread_ts"].as_str() {
+            replies.entry(parent.to_owned()).or_default().push(text);
+        } else {
+            parents.push((ts, text));
+        }
+    }
+    let mut out = String::new();
+    for (ts, status) in &parents {
+        out.push_str(&format!("#deploys  {status}\n"));
+        for r in replies.get(ts).into_iter().flatten() {
+            out.push_str(&format!("    └ {r}\n"));
+        }
+    }
+    for t in flat {
+        out.push_str(&format!("(webhook) {t}\n"));
+    }
+    out
 }
 
 /// `$TAGFLOW_BIN`, else `target/<profile>/tagflow` (this example lives in `target/<profile>/examples/`).
@@ -253,7 +525,7 @@ fn tagflow_bin() -> Result<PathBuf> {
     }
 }
 
-/// Run `cmd` with stdout and stderr into `log`; kill it after [`ONCE_TIMEOUT`]. Returns
+/// Run `cmd` with stdout and stderr into `log`; kill it after [`COMMAND_TIMEOUT`]. Returns
 /// ("exit status N" | "killed after timeout" | "killed by signal", the log).
 fn run_logged(cmd: &mut Command, log: &Path) -> Result<(String, String)> {
     let file = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
@@ -264,7 +536,7 @@ fn run_logged(cmd: &mut Command, log: &Path) -> Result<(String, String)> {
         .stderr(err)
         .spawn()
         .map_err(|e| format!("start {cmd:?}: {e}"))?;
-    let deadline = Instant::now() + ONCE_TIMEOUT;
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
     let status = loop {
         match child.try_wait().map_err(|e| format!("wait: {e}"))? {
             Some(s) => {
@@ -275,7 +547,7 @@ fn run_logged(cmd: &mut Command, log: &Path) -> Result<(String, String)> {
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break format!("killed after {}s timeout", ONCE_TIMEOUT.as_secs());
+                break format!("killed after {}s timeout", COMMAND_TIMEOUT.as_secs());
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -284,11 +556,11 @@ fn run_logged(cmd: &mut Command, log: &Path) -> Result<(String, String)> {
     Ok((status, text))
 }
 
-/// tagflow's config for the demo: one plain-HTTP local registry, one image, two environments.
-fn config_yaml(host: &str, image: &str) -> String {
+/// tagflow's config for the demo: one plain-HTTP local registry, one image, dev then prod.
+fn config_yaml(host: &str, image: &str, apps: &str, slack_api: &str, bot_token: &Path) -> String {
     format!(
-        r#"# tagflow's config for the demo: one local registry, one image, two environments.
-interval: 1m
+        r#"# tagflow's config for the demo: one local registry, one image, dev then prod.
+interval: 2s
 
 git:
   author: {{name: tagflow, email: tagflow@example.com}}
@@ -308,9 +580,30 @@ images:
 environments:
   dev:
     file: envs/dev/patch.yaml
+    smoke:                      # the "curl check" once the new tag is deployed
+      url: {apps}dev
+      expect: {{status: 200, bodyContains: 'version={{tag}}'}}
+      retries: 3
+      interval: 1s
+      deadline: 20s
   prod:
     file: envs/prod/patch.yaml
-"#
+    promoteFrom: dev            # prod only ever gets what dev ran, tag and digest
+    gate: {{soak: 3s, approval: true}}
+    smoke:
+      url: {apps}prod
+      expect: {{status: 200, bodyContains: 'version={{tag}}'}}
+      retries: 3
+      interval: 1s
+      deadline: 20s
+
+notify:
+  slack:
+    botToken: {{file: {token}}}
+    channel: '#deploys'
+    apiUrl: {slack_api}
+"#,
+        token = bot_token.display()
     )
 }
 

@@ -234,8 +234,9 @@ pub fn needs(r: &Rollout, p: &EnvPolicy) -> Needs {
 /// A step worth telling people about (one line in the rollout's Slack thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The HelmRelease reconciled the commit and is Ready.
-    Ready,
+    /// The release reconciled the commit and is Ready (or, with no release to follow, the
+    /// commit is pushed), and why it counts as ready.
+    Ready(String),
     /// The smoke check passed.
     SmokeOk,
     /// Soaking until the given time.
@@ -256,7 +257,7 @@ impl Event {
     /// One line for Slack, prefixed by the environment.
     pub fn text(&self, env: &str, tag: &str) -> String {
         match self {
-            Self::Ready => format!("{env}: HelmRelease Ready"),
+            Self::Ready(why) => format!("{env}: {why}"),
             Self::SmokeOk => format!("{env}: smoke check OK"),
             Self::Soaking(until) => format!(
                 "{env}: soaking until {}",
@@ -318,8 +319,13 @@ pub fn step(r: &Rollout, obs: &Observation, p: &EnvPolicy, now: DateTime<Utc>) -
         Phase::Committed => {
             let ready = !p.has_release || obs.release == Some(Release::Ready);
             if ready {
-                let next = r.enter(Phase::Ready, now, "HelmRelease Ready");
-                let mut events = vec![Event::Ready];
+                let why = if p.has_release {
+                    "HelmRelease Ready"
+                } else {
+                    "no release to follow: on to the smoke check"
+                };
+                let next = r.enter(Phase::Ready, now, why);
+                let mut events = vec![Event::Ready(why.to_owned())];
                 // Run the smoke check (or pass the gates) in the same cycle.
                 let more = step(
                     &next,

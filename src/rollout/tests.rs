@@ -122,7 +122,7 @@ fn transitions_table() {
             policy(60, false),
             5,
             Phase::Ready,
-            vec![Event::Ready],
+            vec![Event::Ready("HelmRelease Ready".into())],
         ),
         (
             "smoke ok starts the soak",
@@ -267,7 +267,10 @@ fn a_leaf_env_goes_from_ready_to_healthy_in_one_step() {
         at(3),
     );
     assert_eq!(s.next.phase, Phase::Healthy);
-    assert_eq!(s.events, vec![Event::Ready, Event::Healthy]);
+    assert_eq!(
+        s.events,
+        vec![Event::Ready("HelmRelease Ready".into()), Event::Healthy]
+    );
     let no_release = EnvPolicy {
         has_release: false,
         ..p
