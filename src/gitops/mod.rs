@@ -7,18 +7,21 @@
 
 pub mod auth;
 mod repo;
+mod snapshot;
 pub mod source;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use git2::{FileMode, ObjectType, Oid, Repository, Signature};
+use git2::{Oid, Repository, Signature};
 
 pub use auth::GitAuth;
 pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
+pub use snapshot::Snapshot;
 
 use crate::config::Author;
-use crate::plan::{self, Prepared};
+use crate::plan::Prepared;
 
 const MODE_BLOB: i32 = 0o100_644;
 const MODE_EXEC: i32 = 0o100_755;
@@ -139,136 +142,6 @@ pub enum PushError<E: std::error::Error + 'static> {
     /// The caller's plan failed; nothing was committed.
     #[error(transparent)]
     Plan(E),
-}
-
-/// Read-only view of one commit's tree.
-pub struct Snapshot<'r> {
-    repo: &'r Repository,
-    tree: git2::Tree<'r>,
-    /// The commit.
-    pub commit: Oid,
-}
-
-impl Snapshot<'_> {
-    /// A regular file's bytes; `Ok(None)` when absent. Symlinks and submodules are refused.
-    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let entry = match self.tree.get_path(Path::new(path)) {
-            Ok(e) => e,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-            Err(e) => return Err(git_err(format!("look up {path}"))(e)),
-        };
-        match (entry.kind(), entry.filemode()) {
-            (Some(ObjectType::Blob), MODE_BLOB | MODE_EXEC) => {}
-            (_, MODE_LINK) => {
-                return Err(GitError::File {
-                    path: path.into(),
-                    reason: "is a symlink; tagflow only edits regular files".into(),
-                });
-            }
-            _ => {
-                return Err(GitError::File {
-                    path: path.into(),
-                    reason: "is not a regular file".into(),
-                });
-            }
-        }
-        let blob = self
-            .repo
-            .find_blob(entry.id())
-            .map_err(git_err(format!("read {path}")))?;
-        Ok(Some(blob.content().to_vec()))
-    }
-
-    /// Id of the tree at directory `dir` (`"."` for the root); `Ok(None)` when absent. Changes
-    /// exactly when something under `dir` changes, unlike the commit id.
-    pub fn tree_id(&self, dir: &str) -> Result<Option<Oid>, GitError> {
-        if dir == "." {
-            return Ok(Some(self.tree.id()));
-        }
-        match self.tree.get_path(Path::new(dir)) {
-            Ok(e) if e.kind() == Some(ObjectType::Tree) => Ok(Some(e.id())),
-            Ok(_) => Err(GitError::File {
-                path: dir.into(),
-                reason: "is not a directory".into(),
-            }),
-            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(git_err(format!("look up {dir}"))(e)),
-        }
-    }
-
-    /// Every regular file under directory `dir`, as (path relative to `dir`, bytes, executable).
-    /// Symlinks and submodules are refused: their targets are outside what git vouches for.
-    pub fn files_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>, bool)>, GitError> {
-        let Some(id) = self.tree_id(dir)? else {
-            return Err(GitError::File {
-                path: dir.into(),
-                reason: "does not exist at the repo head".into(),
-            });
-        };
-        let tree = self
-            .repo
-            .find_tree(id)
-            .map_err(git_err(format!("read tree {dir}")))?;
-        let mut out = Vec::new();
-        let mut refused = None;
-        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
-            let path = format!("{parent}{}", entry.name().unwrap_or_default());
-            match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => git2::TreeWalkResult::Ok,
-                (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
-                    match self.repo.find_blob(entry.id()) {
-                        Ok(b) => out.push((path, b.content().to_vec(), mode == MODE_EXEC)),
-                        Err(e) => {
-                            refused = Some(git_err(format!("read {dir}/{path}"))(e));
-                            return git2::TreeWalkResult::Abort;
-                        }
-                    }
-                    git2::TreeWalkResult::Ok
-                }
-                _ => {
-                    refused = Some(GitError::File {
-                        path: format!("{dir}/{path}"),
-                        reason: "is a symlink or submodule; only regular files are used".into(),
-                    });
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .or_else(|e| {
-            if refused.is_some() {
-                Ok(())
-            } else {
-                Err(git_err(format!("walk {dir}"))(e))
-            }
-        })?;
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    }
-
-    /// [`Snapshot::read`] as the pure planner reads files.
-    pub fn reader(&self) -> impl Fn(&str) -> Result<Option<Vec<u8>>, plan::ReadError> + '_ {
-        |path| {
-            self.read(path).map_err(|e| plan::ReadError {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })
-        }
-    }
-
-    fn mode_of(&self, path: &str) -> FileMode {
-        match self.tree.get_path(Path::new(path)).map(|e| e.filemode()) {
-            Ok(MODE_EXEC) => FileMode::BlobExecutable,
-            _ => FileMode::Blob,
-        }
-    }
-}
-
-impl std::fmt::Debug for Snapshot<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Snapshot({})", self.commit)
-    }
 }
 
 /// tagflow's private bare clone of the config repo.
@@ -499,107 +372,6 @@ impl Checkout {
                 crate::secret::display_url(&self.url)
             ))(e)),
         }
-    }
-
-    /// Fetch the remote's `refname` (outside the branches, e.g. `refs/tagflow/state`) into a
-    /// local copy; `None` when the remote has no such ref.
-    pub fn fetch_ref(&self, refname: &str) -> Result<Option<Oid>, GitError> {
-        let local = format!(
-            "refs/tagflow-remote/{}",
-            refname.trim_start_matches("refs/")
-        );
-        let mut remote = self
-            .repo
-            .find_remote("origin")
-            .map_err(git_err("find origin"))?;
-        let mut opts = git2::FetchOptions::new();
-        opts.remote_callbacks(self.auth.callbacks(&self.remote));
-        opts.download_tags(git2::AutotagOption::None);
-        opts.prune(git2::FetchPrune::Off);
-        // Ask what the remote has first: fetching a ref it lacks would fail the whole fetch.
-        remote
-            .connect_auth(
-                git2::Direction::Fetch,
-                Some(self.auth.callbacks(&self.remote)),
-                None,
-            )
-            .map_err(git_err(format!(
-                "connect to {}",
-                crate::secret::display_url(&self.url)
-            )))?;
-        let exists = remote
-            .list()
-            .map_err(git_err("list remote refs"))?
-            .iter()
-            .any(|h| h.name() == refname);
-        remote.disconnect().map_err(git_err("disconnect"))?;
-        if !exists {
-            return Ok(None);
-        }
-        let spec = format!("+{refname}:{local}");
-        remote
-            .fetch(&[&spec], Some(&mut opts), None)
-            .map_err(git_err(format!("fetch {refname}")))?;
-        match self.repo.refname_to_id(&local) {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(git_err(format!("read {local}"))(e)),
-        }
-    }
-
-    /// A single-file commit on top of `parent` (or a root commit), not on any branch.
-    pub fn record(
-        &self,
-        parent: Option<Oid>,
-        file: &str,
-        content: &[u8],
-        message: &str,
-        author: &Author,
-    ) -> Result<Oid, GitError> {
-        let blob = self
-            .repo
-            .blob(content)
-            .map_err(git_err("store the state"))?;
-        let mut tb = self
-            .repo
-            .treebuilder(None)
-            .map_err(git_err("build the state tree"))?;
-        tb.insert(file, blob, MODE_BLOB)
-            .map_err(git_err("build the state tree"))?;
-        let tree = tb.write().map_err(git_err("write the state tree"))?;
-        let tree = self
-            .repo
-            .find_tree(tree)
-            .map_err(git_err("find the state tree"))?;
-        let parent = parent
-            .map(|p| self.repo.find_commit(p))
-            .transpose()
-            .map_err(git_err("find the previous state"))?;
-        let sig = Signature::now(&author.name, &author.email)
-            .map_err(git_err("make the commit signature"))?;
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        self.repo
-            .commit(None, &sig, &sig, message, &tree, &parents)
-            .map_err(git_err("create the state commit"))
-    }
-
-    /// Move the remote's `refname` from `base` to `commit` (compare-and-swap: `false` when the
-    /// ref moved since `base` was read).
-    pub fn push_ref(
-        &self,
-        refname: &str,
-        commit: Oid,
-        base: Option<Oid>,
-    ) -> Result<bool, GitError> {
-        Ok(matches!(
-            self.push(refname, commit, base)?,
-            PushResult::Accepted
-        ))
-    }
-
-    /// The bytes of `file` in the tree of `commit`.
-    pub fn read_file_at(&self, commit: Oid, file: &str) -> Result<Option<Vec<u8>>, GitError> {
-        self.snapshot(commit)?.read(file)
     }
 
     /// Whether `rev` (a full or abbreviated sha another system reports, e.g. Flux) names
