@@ -23,8 +23,8 @@ use serde_json::Value as Json;
 
 use cluster::Cluster;
 use support::{
-    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, repo, run, run_ok,
-    system_tool, to_json, write_values, yaml_docs, yaml_files,
+    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, repo, run_ok,
+    run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
 };
 
 /// scripts/build-image with an already built binary (well under 10 s).
@@ -740,7 +740,7 @@ fn image_builds_without_docker_holds_no_shell_and_runs_tagflow_version() {
     );
     println!("image holds {} files", files.len());
 
-    let out = run(
+    let out = run_with_timeout(
         Command::new(chroot)
             .arg("--userspec=65532:65532")
             .arg(&rootfs)

@@ -114,30 +114,7 @@ pub fn tagflow() -> Command {
 
 /// Run a tagflow command to completion (2 minute guard) and return its output.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn tagflow");
-    wait_output(child, Duration::from_secs(120))
-}
-
-/// Wait for a child with a deadline; kill it if it overruns.
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "tagflow overran {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    testbed::run_with_timeout(cmd, None, Duration::from_secs(120))
 }
 
 /// `tagflow once` against `url` with a work dir and extra args.
@@ -251,9 +228,11 @@ impl Running {
     /// SIGTERM, then wait for exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        // A syscall, not the kill(1) binary: a machine with only Rust may not have procps.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = child.try_wait().expect("wait") {
