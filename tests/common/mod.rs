@@ -166,6 +166,34 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// Cycles the `tagflow run` listening on `port` has finished: `tagflow_cycles_total` summed over
+/// every result, from its `/metrics` (0 while it does not answer).
+pub fn cycles_done(port: u16) -> u64 {
+    let Ok(r) = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics")) else {
+        return 0;
+    };
+    let text = r.text().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("tagflow_cycles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Wait until the `run` on `port` has finished at least `target` cycles (panics with `logs()`
+/// after 90 s). A test that asserts something did *not* happen waits here first, so the
+/// assertion comes after tagflow has looked, not after a guessed sleep.
+pub fn wait_cycles(port: u16, target: u64, logs: impl Fn() -> String) {
+    let done = eventually(Duration::from_secs(90), || {
+        (cycles_done(port) >= target).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "tagflow run never finished {target} cycles (done: {}); logs:\n{}",
+        cycles_done(port),
+        logs()
+    );
+}
+
 /// A `tagflow run` process, killed on drop.
 pub struct Running {
     pub child: Option<Child>,
@@ -223,6 +251,16 @@ impl Running {
             "tagflow run never became ready; logs:\n{}",
             self.logs()
         );
+    }
+
+    /// Cycles finished so far ([`cycles_done`]).
+    pub fn cycles_done(&self) -> u64 {
+        cycles_done(self.port)
+    }
+
+    /// Wait until at least `target` cycles have finished ([`wait_cycles`]).
+    pub fn wait_cycles(&self, target: u64) {
+        wait_cycles(self.port, target, || self.logs());
     }
 
     /// SIGTERM, then wait for exit.
