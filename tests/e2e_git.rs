@@ -14,6 +14,7 @@ use testbed::{BareRepo, Registry, RegistryOpts};
 /// Tags whose build times disagree with commit order are ordered by the commits; a tag whose
 /// commit is not on the branch is ignored.
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn order_git_follows_commit_ancestry_not_build_time() {
     let source = BareRepo::new(&[("main.go", "package main\n")]);
     let c2 = source.commit_files("main", &[("main.go", "package main // 2\n")], "second");
@@ -142,6 +143,7 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
 /// Many rounds of tagflow committing while another writer pushes as fast as it can: every
 /// commit of both writers ends up in the history and tagflow's values are applied.
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn a_concurrent_writer_never_loses_a_commit() {
     let reg = Registry::start(RegistryOpts::default());
     reg.push_image("team/app", "a1b2c3d", T1, None);

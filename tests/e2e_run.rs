@@ -27,6 +27,7 @@ fn texts(slack: &SlackCapture) -> Vec<String> {
 /// A broken config commit keeps the last good config running, is alerted once (not once per
 /// cycle), and the next good commit takes over.
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn a_broken_config_keeps_the_last_good_one_and_alerts_once() {
     let reg = Registry::start(RegistryOpts::default());
     push_three(&reg);
@@ -109,6 +110,7 @@ fn a_broken_config_keeps_the_last_good_one_and_alerts_once() {
 
 /// A registry push notification triggers a scan and a commit without waiting for the interval.
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn a_registry_webhook_triggers_a_commit_without_waiting() {
     let port = testbed::free_port();
     let token = "hook-token-0123456789";
@@ -196,8 +198,10 @@ fn a_registry_webhook_triggers_a_commit_without_waiting() {
     let mut mac = Hmac::<Sha256>::new_from_slice(b"hmac-key-0123456789").expect("key");
     mac.update(generic.as_bytes());
     let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let before = run.cycles_done();
     assert_eq!(post(generic, &[("X-Tagflow-Signature", &sig)]), 202);
-    std::thread::sleep(Duration::from_millis(500));
+    // The accepted delivery triggers a scan (the interval is 1h): once it is done, nothing changed.
+    run.wait_cycles(before + 1);
     assert_eq!(repo.log("main").len(), 2, "no deliveries changed anything");
 
     // The real registry's own notification for a new push: commit well before the 1h interval.

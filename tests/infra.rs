@@ -328,6 +328,7 @@ fn addresses(r: &tagflow::infra::TickReport) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn drift_is_reported_once_and_its_resolution_too() {
     let bed = Bed::new(Opts::default()).await;
 
@@ -406,6 +407,7 @@ async fn drift_is_reported_once_and_its_resolution_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn an_approved_plan_is_applied_and_the_inventory_committed() {
     let bed = Bed::new(Opts {
         mode: "approve",
@@ -513,6 +515,7 @@ async fn an_approved_plan_is_applied_and_the_inventory_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn a_stale_approval_is_refused_and_the_new_plan_reported() {
     let bed = Bed::new(Opts {
         mode: "approve",
@@ -556,6 +559,7 @@ async fn a_stale_approval_is_refused_and_the_new_plan_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn a_hanging_terraform_is_killed_at_the_timeout_and_the_next_tick_runs() {
     let dir = tempfile::tempdir().unwrap();
     let hang = dir.path().join("hang");
@@ -623,6 +627,7 @@ exec {real} \"$@\"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn a_failing_init_is_a_clear_error_and_commits_nothing() {
     let bed = Bed::new(Opts {
         mode: "auto",
@@ -653,6 +658,7 @@ async fn a_failing_init_is_a_clear_error_and_commits_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn an_overlapping_run_is_skipped() {
     let bed = Bed::new(Opts::default()).await;
     let (a, b) = tokio::join!(bed.watcher.tick("aws"), bed.watcher.tick("aws"));
@@ -671,6 +677,7 @@ async fn an_overlapping_run_is_skipped() {
 /// `tagflow drift` as a process: prints the summary and plan id, exits 2 on drift, posts nothing,
 /// and no sensitive value reaches its stdout or logs (debug logging on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn drift_cli_prints_the_summary_and_never_a_sensitive_value() {
     let bed = Bed::new(Opts::default()).await;
     bed.repo.commit_files(
@@ -717,6 +724,7 @@ async fn drift_cli_prints_the_summary_and_never_a_sensitive_value() {
 /// The scheduler itself: a per-second cron runs the workspace repeatedly; the drift is still
 /// posted once, and shutdown waits for the run in progress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real servers: run by scripts/test"]
 async fn the_schedule_runs_the_workspace_and_repeats_nothing() {
     let bed = Bed::new(Opts::default()).await;
     let cfg = bed

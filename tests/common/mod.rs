@@ -114,30 +114,7 @@ pub fn tagflow() -> Command {
 
 /// Run a tagflow command to completion (2 minute guard) and return its output.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn tagflow");
-    wait_output(child, Duration::from_secs(120))
-}
-
-/// Wait for a child with a deadline; kill it if it overruns.
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "tagflow overran {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    testbed::run_with_timeout(cmd, None, Duration::from_secs(120))
 }
 
 /// `tagflow once` against `url` with a work dir and extra args.
@@ -187,6 +164,34 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Cycles the `tagflow run` listening on `port` has finished: `tagflow_cycles_total` summed over
+/// every result, from its `/metrics` (0 while it does not answer).
+pub fn cycles_done(port: u16) -> u64 {
+    let Ok(r) = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics")) else {
+        return 0;
+    };
+    let text = r.text().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("tagflow_cycles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Wait until the `run` on `port` has finished at least `target` cycles (panics with `logs()`
+/// after 90 s). A test that asserts something did *not* happen waits here first, so the
+/// assertion comes after tagflow has looked, not after a guessed sleep.
+pub fn wait_cycles(port: u16, target: u64, logs: impl Fn() -> String) {
+    let done = eventually(Duration::from_secs(90), || {
+        (cycles_done(port) >= target).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "tagflow run never finished {target} cycles (done: {}); logs:\n{}",
+        cycles_done(port),
+        logs()
+    );
 }
 
 /// A `tagflow run` process, killed on drop.
@@ -248,12 +253,24 @@ impl Running {
         );
     }
 
+    /// Cycles finished so far ([`cycles_done`]).
+    pub fn cycles_done(&self) -> u64 {
+        cycles_done(self.port)
+    }
+
+    /// Wait until at least `target` cycles have finished ([`wait_cycles`]).
+    pub fn wait_cycles(&self, target: u64) {
+        wait_cycles(self.port, target, || self.logs());
+    }
+
     /// SIGTERM, then wait for exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        // A syscall, not the kill(1) binary: a machine with only Rust may not have procps.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = child.try_wait().expect("wait") {

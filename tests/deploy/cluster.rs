@@ -12,8 +12,8 @@ use serde_yaml::Value as Yaml;
 use testbed::KubeApi;
 
 use crate::support::{
-    TOOL_TIMEOUT, cached_tool, check_subset, object_key, repo, run, run_ok, to_json, yaml_docs,
-    yaml_files,
+    TOOL_TIMEOUT, cached_tool, check_subset, object_key, repo, run_ok, run_with_timeout, to_json,
+    yaml_docs, yaml_files,
 };
 
 // kube-apiserver + etcd
@@ -101,7 +101,7 @@ impl Cluster {
             return Err("no objects".into());
         }
         // kubectl validates against the server's OpenAPI (CRD schemas included) before sending.
-        let out = run(
+        let out = run_with_timeout(
             self.kubectl()
                 .args(["apply", "--dry-run=server", "--output=json", "-f", "-"]),
             Some(yaml.as_bytes()),
@@ -166,7 +166,7 @@ impl Cluster {
             Some(ns) => cmd.args(["--namespace", ns]),
             None => cmd.arg("--all-namespaces"),
         };
-        let out = run(&mut cmd, None, TOOL_TIMEOUT);
+        let out = run_with_timeout(&mut cmd, None, TOOL_TIMEOUT);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         match (out.status.code(), answer.as_str()) {
             (Some(0), "yes") => true,

@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -52,60 +50,12 @@ pub fn system_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("missing {name}: {HINT}"))
 }
 
-/// Runs `cmd` with stdin closed (or fed `input`) and output captured; kills it and panics if it
-/// outlives `timeout`.
-pub fn run(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_vec();
-        thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-    }
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || read_all(stdout));
-    let err = thread::spawn(move || read_all(stderr));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out after {timeout:?}: {desc}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
+pub use testbed::run_with_timeout;
 
-pub fn read_all(mut r: impl std::io::Read) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let _ = r.read_to_end(&mut buf);
-    buf
-}
-
-/// Like [`run`] but panics with the output unless the command succeeds; returns stdout.
+/// Like [`run_with_timeout`] but panics with the output unless the command succeeds; returns stdout.
 pub fn run_ok(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> String {
     let desc = format!("{cmd:?}");
-    let out = run(cmd, input, timeout);
+    let out = run_with_timeout(cmd, input, timeout);
     assert!(
         out.status.success(),
         "{desc} failed ({}):\n{}\n{}",
@@ -221,7 +171,7 @@ impl Helm {
             cmd.arg("--values").arg(file);
         }
         cmd.args(extra);
-        run(&mut cmd, None, TOOL_TIMEOUT)
+        run_with_timeout(&mut cmd, None, TOOL_TIMEOUT)
     }
 
     pub fn template(&self, ns: &str, values: &[&Path], extra: &[&str]) -> String {

@@ -18,7 +18,7 @@ mod slack;
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
 pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};
-pub use proc::{find_bin, free_port, run, run_checked};
+pub use proc::{find_bin, free_port, run_checked, run_with_timeout};
 pub use registry::{LoggedRequest, Registry, RegistryOpts, TlsFiles, make_tls};
 pub use slack::{CapturedRequest, SlackCapture};
 
@@ -70,7 +70,7 @@ pub fn try_git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = run(&mut cmd, GIT_TIMEOUT);
+    let out = run_with_timeout(&mut cmd, None, GIT_TIMEOUT);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -1,7 +1,7 @@
-//! Subprocess helpers: binary lookup, run-with-timeout, daemons killed by process group on drop.
+//! Subprocess helpers: binary lookup, [`run_with_timeout`], daemons killed by process group on drop.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,24 +33,52 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Run `cmd` (stdin closed, output captured); kills it and panics if it outlives `timeout`.
-pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+/// Run `cmd` — an argument vector, never a shell line — with `input` on stdin (closed when
+/// `None`) and stdout and stderr captured. If it outlives `timeout`, its process group is killed
+/// and the test panics with whatever it had printed. The one way tests run a finite command.
+pub fn run_with_timeout(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
     let desc = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own group, so a timeout also kills what it started (git's ssh, a CGI, a sleep).
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A thread, so a child that never reads its stdin cannot block the timeout.
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let out_reader = reader(child.stdout.take());
     let err_reader = reader(child.stderr.take());
-    let status = match wait_timeout(&mut child, timeout) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out after {timeout:?}: {desc}");
+    let Some(status) = wait_timeout(&mut child, timeout) else {
+        let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        let grace = Instant::now() + Duration::from_secs(2);
+        while !(out_reader.is_finished() && err_reader.is_finished()) && Instant::now() < grace {
+            thread::sleep(Duration::from_millis(10));
         }
+        let printed = |r: thread::JoinHandle<Vec<u8>>| {
+            if r.is_finished() {
+                String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned()
+            } else {
+                "(pipe still held open)".to_owned()
+            }
+        };
+        panic!(
+            "timed out after {timeout:?}: {desc}\nstderr:\n{}\nstdout:\n{}",
+            printed(err_reader),
+            printed(out_reader)
+        );
     };
     Output {
         status,
@@ -59,10 +87,11 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
-/// Like [`run`], but panics with stderr unless the command exits 0; returns stdout.
+/// Like [`run_with_timeout`] (stdin closed), but panics with the output unless the command exits
+/// 0; returns stdout.
 pub fn run_checked(cmd: &mut Command, timeout: Duration) -> String {
     let desc = format!("{cmd:?}");
-    let out = run(cmd, timeout);
+    let out = run_with_timeout(cmd, None, timeout);
     if !out.status.success() {
         panic!(
             "{desc} failed ({}): {}{}",

@@ -28,6 +28,7 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn registry_push_image_and_access_log() {
     let t0 = Instant::now();
     let reg = Registry::start(RegistryOpts::default());
@@ -109,6 +110,7 @@ fn registry_push_image_and_access_log() {
 }
 
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn registry_push_index_platforms_differ() {
     let reg = Registry::start(RegistryOpts::default());
     let (index, per) = reg.push_index(
@@ -135,6 +137,7 @@ fn registry_push_index_platforms_differ() {
 }
 
 #[tokio::test]
+#[ignore = "real servers: run by scripts/test"]
 async fn registry_tls_and_auth_reject_without_creds() {
     // Called from inside a tokio runtime on purpose: the harness must not trip reqwest::blocking.
     let reg = Registry::start(RegistryOpts {
@@ -213,6 +216,7 @@ async fn registry_tls_and_auth_reject_without_creds() {
 }
 
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn registry_notifies_on_push() {
     let hook = Scripted::start(|_req: &Request| Response::new(200));
     let reg = Registry::start(RegistryOpts {
@@ -302,6 +306,7 @@ fn clone_and_push(work: &Path, url: &str, env: &[(&str, &str)], repo: &BareRepo,
 }
 
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn git_http_clone_push_and_auth_required() {
     let repo = BareRepo::new(&[("a.txt", "a\n")]);
     let srv = GitHttp::start(&repo);
@@ -424,6 +429,7 @@ fn ssh_callbacks<'a>(srv: &GitSsh) -> git2::RemoteCallbacks<'a> {
 }
 
 #[test]
+#[ignore = "real servers: run by scripts/test"]
 fn git_ssh_clone_push_and_host_key_checking() {
     let repo = BareRepo::new(&[("a.txt", "a\n")]);
     let t0 = Instant::now();
