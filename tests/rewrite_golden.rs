@@ -1,7 +1,8 @@
 //! Golden tests for the rewriter: every `tests/testdata/<case>/` with an `input.yaml` holds
 //! `updates.json` and either `expected.yaml` + `changes.txt` or `error.txt`.
 //!
-//! To add a case, copy a directory and edit it; every rewrite bug gets one.
+//! To add a case, copy a directory, edit it and add its name to `golden!` below; every rewrite
+//! bug gets one. Each case is its own test: `cargo test --test rewrite_golden golden::<case>`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -52,8 +53,12 @@ impl From<Update> for ImageUpdate {
     }
 }
 
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata")
+}
+
 fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata");
+    let root = root();
     let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|entry| entry.expect("readable testdata entry").path())
@@ -119,18 +124,103 @@ fn check(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// One `#[test]` per case directory, named after it, so `cargo test golden::crlf_line_endings`
+/// runs one case; [`every_case_directory_has_a_test`] keeps the list and the directories equal.
+macro_rules! golden {
+    ($($case:ident),* $(,)?) => {
+        const CASES: &[&str] = &[$(stringify!($case)),*];
+        mod golden {
+            $(
+                #[test]
+                fn $case() {
+                    super::run(stringify!($case));
+                }
+            )*
+        }
+    };
+}
+
+golden! {
+    byte_order_mark,
+    comments_and_blank_lines_everywhere,
+    crlf_line_endings,
+    document_start_marker_and_anchors_elsewhere,
+    double_quoted_value,
+    empty_digest_single_quoted,
+    err_aliased_target,
+    err_all_or_nothing_second_image_fails,
+    err_anchored_target,
+    err_bad_digest,
+    err_bad_repository,
+    err_block_scalar_target,
+    err_digest_target_without_digest,
+    err_double_quoted_with_escape,
+    err_duplicate_key,
+    err_mapping_target,
+    err_marker_bad_json,
+    err_marker_on_own_line,
+    err_marker_unknown_suffix,
+    err_marker_without_value,
+    err_multiline_flow_scalar,
+    err_not_utf8,
+    err_null_target,
+    err_tab_indentation,
+    err_tag_200_chars,
+    err_tag_brace,
+    err_tag_with_newline,
+    err_tag_with_space,
+    err_tag_yaml_colon,
+    err_tagged_target,
+    err_target_marker_missing,
+    err_target_path_missing,
+    err_target_twice_marker_and_path,
+    err_target_twice_markers,
+    err_two_documents,
+    err_two_images_one_scalar,
+    err_unparsable,
+    marker_and_path_for_different_fields,
+    marker_in_sequence,
+    no_trailing_newline,
+    no_trailing_newline_path_last_byte,
+    noop_already_at_value,
+    numeric_sha_is_quoted_to_stay_a_string,
+    path_full_in_sequence,
+    path_into_flow_mapping,
+    path_targets,
+    quote_existing_style_is_kept,
+    quote_go_yaml_numbers_and_bools,
+    quote_semver_and_date_tags_stay_plain,
+    setter_digest_replaces_old_digest,
+    setter_full,
+    setter_name_and_tag_with_port_host,
+    setter_tag_and_digest_dev_values,
+    several_images,
+    single_quoted_value,
+    unicode_comment_before_target,
+    unrelated_markers_ignored_even_if_malformed,
+}
+
+fn run(case: &str) {
+    let dir = root().join(case);
+    if let Err(e) = check(&dir) {
+        panic!("case {case}: {e}");
+    }
+}
+
 #[test]
-fn golden_cases() {
-    let cases = cases();
-    assert!(cases.len() >= 30, "only {} golden cases found", cases.len());
-    let failures: Vec<String> = cases
+fn every_case_directory_has_a_test() {
+    let dirs: Vec<String> = cases()
         .iter()
-        .filter_map(|dir| {
-            check(dir).err().map(|e| {
-                let name = dir.file_name().unwrap_or_default().to_string_lossy();
-                format!("case {name}: {e}")
-            })
+        .map(|d| {
+            d.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
         })
         .collect();
-    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+    let listed: Vec<String> = CASES.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        dirs, listed,
+        "add the case to golden! {{ … }} (sorted), or remove its name"
+    );
 }

@@ -99,9 +99,12 @@ fn domain(s: &str) -> bool {
 
 /// Whether `s` can be written as a plain scalar and read back as the same string.
 ///
-/// Conservative on purpose: a git SHA like `1234567` or `1e51234` written plain becomes a number
-/// (Helm then renders `1.234567e+06`), so anything YAML 1.1, YAML 1.2 or Go's YAML libraries
-/// might resolve to a bool, null, number or timestamp is reported as needing quotes.
+/// The reader that matters is Helm's: `sigs.k8s.io/yaml` on Go's yaml.v2, YAML 1.1 rules (Flux's
+/// kyaml writes the same way). A git SHA like `1234567` written plain becomes a number (Helm then
+/// renders `1.234567e+06`), so whatever yaml.v2 resolves to a bool, null, int or float needs
+/// quotes; `1.2.3`, `2024.07.15` or `v1.2.3` stay strings there and stay plain here, so a
+/// Flux-managed file does not churn on its first update. yaml.v2 hands timestamps to Helm as
+/// strings, so `2024-01-02` needs no quotes either.
 #[must_use]
 pub(crate) fn plain_is_string(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
@@ -113,59 +116,67 @@ pub(crate) fn plain_is_string(s: &str) -> bool {
     if !safe_chars || !(first.is_ascii_alphanumeric() || first == '_') {
         return false;
     }
-    let lower = s.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "y" | "n" | "yes" | "no" | "true" | "false" | "on" | "off" | "null"
-    ) {
-        return false;
-    }
-    !(first.is_ascii_digit() && looks_numeric(s))
+    !(yaml_v2_keyword(s) || (first.is_ascii_digit() && yaml_v2_number(s)))
 }
 
-/// Ints (binary, octal, hex, decimal, sexagesimal, with `_`), floats (incl. YAML 1.1's
-/// `1.2.3`, exponents, hex floats) and date-led timestamps.
-fn looks_numeric(s: &str) -> bool {
-    let lower = s.to_ascii_lowercase();
-    let all = |t: &str, ok: fn(char) -> bool| !t.is_empty() && t.chars().all(ok);
-    if let Some(rest) = lower.strip_prefix("0x") {
-        return all(rest, |c| {
-            c.is_ascii_hexdigit() || matches!(c, '_' | '.' | 'p' | '+' | '-')
-        });
+/// yaml.v2's resolve table: bools, nulls and the float keywords, case variants exactly as listed.
+fn yaml_v2_keyword(s: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
+        "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "~", "null", "Null", "NULL",
+        ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF", "<<",
+    ];
+    KEYWORDS.contains(&s)
+}
+
+/// yaml.v2's number rules: with `_` removed, Go's `ParseInt(s, 0, 64)` or `ParseUint` (decimal,
+/// `0x`, `0o`, `0b`, leading-`0` octal; an out-of-range int is still a number), else the float
+/// pattern `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`.
+fn yaml_v2_number(s: &str) -> bool {
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    let digits = plain.strip_prefix(['+', '-']).unwrap_or(&plain);
+    let all = |t: &str, ok: fn(u8) -> bool| !t.is_empty() && t.bytes().all(ok);
+    let lower = digits.to_ascii_lowercase();
+    let int = if let Some(hex) = lower.strip_prefix("0x") {
+        all(hex, |b| b.is_ascii_hexdigit())
+    } else if let Some(oct) = lower.strip_prefix("0o") {
+        all(oct, |b| (b'0'..=b'7').contains(&b))
+    } else if let Some(bin) = lower.strip_prefix("0b") {
+        all(bin, |b| b == b'0' || b == b'1')
+    } else if let Some(oct) = digits.strip_prefix('0').filter(|r| !r.is_empty()) {
+        all(oct, |b| (b'0'..=b'7').contains(&b))
+    } else {
+        all(digits, |b| b.is_ascii_digit())
+    };
+    int || yaml_v2_float(s)
+}
+
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` on the text as written.
+fn yaml_v2_float(s: &str) -> bool {
+    let b = s.strip_prefix(['+', '-']).unwrap_or(s).as_bytes();
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = digits(0);
+    if i == 0 {
+        if b.first() != Some(&b'.') || digits(1) == 0 {
+            return false;
+        }
+        i = 1 + digits(1);
+    } else if b.get(i) == Some(&b'.') {
+        i += 1 + digits(i + 1);
     }
-    if let Some(rest) = lower.strip_prefix("0b") {
-        return all(rest, |c| matches!(c, '0' | '1' | '_'));
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return false;
+        }
+        i += n;
     }
-    if let Some(rest) = lower.strip_prefix("0o") {
-        return all(rest, |c| matches!(c, '0'..='7' | '_'));
-    }
-    let b = s.as_bytes();
-    if b.len() >= 6
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[5].is_ascii_digit()
-    {
-        return true;
-    }
-    if s.contains(':') {
-        return s
-            .split(':')
-            .all(|part| all(part, |c| c.is_ascii_digit() || matches!(c, '_' | '.')));
-    }
-    // [0-9][0-9_]* ( '.' [0-9_.]* )? ( [eE] [-+]? [0-9]+ )?
-    let mut rest = s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '_');
-    if let Some(frac) = rest.strip_prefix('.') {
-        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '_' | '.'));
-    }
-    if let Some(exp) = rest.strip_prefix(['e', 'E']) {
-        let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-        rest = if all(digits, |c| c.is_ascii_digit()) {
-            ""
-        } else {
-            rest
-        };
-    }
-    rest.is_empty()
+    i == b.len()
 }
 
 #[cfg(test)]
@@ -257,38 +268,62 @@ mod tests {
         let cases = [
             ("a1b2c3d", true),
             ("v1.2.3", true),
+            ("6.7.1", true),
+            ("1.13.0", true),
+            ("1.2.3", true),
+            ("2024.07.15", true),
+            ("2024-01-02", true),
+            ("1:20", true),
             ("1abcdef", true),
             ("12ab34e", true),
+            ("1e5x", true),
+            ("0x1g", true),
+            ("089", false),
+            ("08a", true),
             ("1.2.3-rc1", true),
+            ("yEs", true),
             ("registry.example.com/team/app:1234567", true),
             ("127.0.0.1:5000/team/app", true),
             ("sha256:0123", true),
             ("_x", true),
+            ("_1", true),
             ("1234567", false),
+            ("12345678901234567890123", false),
+            ("1e10", false),
             ("1e51234", false),
             ("1E5", false),
             ("1e+5", false),
-            ("0x1f", false),
+            ("1.", false),
+            ("0x1F", false),
             ("0b101", false),
             ("0o17", false),
             ("0777", false),
             ("1_000", false),
             ("1.5", false),
-            ("1.2.3", false),
-            ("1:20", false),
-            ("2024-01-02", false),
-            ("2024-01-02t10", false),
             ("true", false),
+            ("TRUE", false),
             ("No", false),
             ("y", false),
+            ("yes", false),
+            ("on", false),
+            ("OFF", false),
             ("null", false),
+            ("~", false),
+            (".inf", false),
             ("", false),
             ("a b", false),
             ("a#b", false),
             ("-a", false),
+            ("[::1]:5000/app", false),
         ];
         for (s, want) in cases {
             assert_eq!(plain_is_string(s), want, "{s:?}");
+        }
+        for s in [".inf", ".NaN", "-.INF", "~", "<<"] {
+            assert!(yaml_v2_keyword(s), "{s:?}");
+        }
+        for s in ["1e10", ".5", "+1", "-0x1f", "1.e5"] {
+            assert!(yaml_v2_number(s), "{s:?}");
         }
     }
 }
