@@ -185,7 +185,7 @@ impl CredentialSource {
                 username: username.clone(),
                 password: secret.read().map_err(CredentialError::Secret)?,
             }),
-            Origin::DockerConfig(path) => Some(self.from_docker_config(path).await?),
+            Origin::DockerConfig(path) => Some(self.read_docker_config(path).await?),
         };
         match &cred {
             Some(Credential::Basic { password, .. }) => crate::secret::register(password),
@@ -195,7 +195,7 @@ impl CredentialSource {
         Ok(cred)
     }
 
-    async fn from_docker_config(&self, path: &str) -> Result<Credential, CredentialError> {
+    async fn read_docker_config(&self, path: &str) -> Result<Credential, CredentialError> {
         let json = std::fs::read_to_string(path).map_err(|source| CredentialError::Read {
             path: path.to_owned(),
             source,

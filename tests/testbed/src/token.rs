@@ -197,7 +197,7 @@ fn answer(state: &Mutex<State>, signer: &Signer, req: &Request) -> Response {
             let account = who.and_then(Result::ok);
             let granted: Vec<_> = parse_scopes(&scope)
                 .into_iter()
-                .filter_map(|(t, name, actions)| {
+                .map(|(t, name, actions)| {
                     let actions: Vec<String> = match &account {
                         _ if st.deny_all => Vec::new(),
                         Some(_) => actions,
@@ -206,7 +206,7 @@ fn answer(state: &Mutex<State>, signer: &Signer, req: &Request) -> Response {
                         }
                         None => Vec::new(),
                     };
-                    Some((t, name, actions))
+                    (t, name, actions)
                 })
                 .collect();
             let token = signer.sign(account.as_deref().unwrap_or(""), &granted, expires_in);
