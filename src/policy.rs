@@ -203,7 +203,14 @@ impl Policy {
         if !self.allow_numeric_semver && !s.contains('.') {
             return None;
         }
-        let v = semver::Version::parse(s).ok()?;
+        // With the flag, an all-digit tag is the major version (`1234567` → 1234567.0.0).
+        let numeric =
+            self.allow_numeric_semver && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let v = if numeric {
+            semver::Version::new(s.parse().ok()?, 0, 0)
+        } else {
+            semver::Version::parse(s).ok()?
+        };
         match &self.range {
             Some(r) if !r.matches(&v) => None,
             _ => Some(v),

@@ -128,6 +128,11 @@ fn table_of_orderings() {
             Some("2.0.0-rc.1"),
         ),
         (
+            "{tags: '.*', order: semver, allowNumericSemver: true}",
+            &["1.2.3", "1234567"],
+            Some("1234567"),
+        ),
+        (
             "{tags: '.*', order: numerical}",
             &["9", "10", "100", "x"],
             Some("100"),

@@ -321,7 +321,10 @@ pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<Stri
             .iter()
             .filter(|(_, img)| {
                 let (ihost, ipath) = crate::registry::split_repository(&img.repository);
-                ipath == path && host.as_deref().is_none_or(|h| h == ihost)
+                ipath == *path
+                    && host
+                        .as_deref()
+                        .is_none_or(|h| crate::registry::reference::canonical_host(h) == ihost)
             })
             .map(|(name, _)| name)
             .collect();

@@ -339,10 +339,13 @@ impl Config {
         }
     }
 
-    /// The registry settings for a repository (matched on its first path component).
+    /// The registry settings for a repository, matched on its registry as docker reads the
+    /// name (`nginx` and `index.docker.io/library/nginx` are both `docker.io`).
     pub fn registry_for(&self, repository: &str) -> Option<&RegistryConfig> {
-        let host = repository.split('/').next().unwrap_or_default();
-        self.registries.iter().find(|r| r.host == host)
+        let host = crate::registry::RepoRef::parse(repository).host;
+        self.registries
+            .iter()
+            .find(|r| crate::registry::reference::canonical_host(&r.host) == host)
     }
 }
 

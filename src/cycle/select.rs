@@ -56,6 +56,7 @@ impl SelectError {
         match self {
             Self::Registry(e) => match e {
                 RegistryError::Setup(_) => "registry:setup".into(),
+                RegistryError::Credentials { .. } => "registry:credentials".into(),
                 RegistryError::Unauthorized { .. } => "registry:unauthorized".into(),
                 RegistryError::RateLimited { .. } => "registry:rate-limited".into(),
                 RegistryError::Status { status, .. } => format!("registry:status:{status}"),

@@ -1,6 +1,5 @@
 //! One registry host over HTTP: auth challenges, rate limit, concurrency cap, 429/5xx retries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,6 +10,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use super::RegistryError;
+use super::auth::{self, Tokens};
+use super::creds::{Credential, CredentialError, CredentialSource};
+use super::reference;
 use super::wire::{self, Challenge};
 use crate::config::RegistryConfig;
 use crate::metrics::Metrics;
@@ -73,20 +75,38 @@ impl Limiter {
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
-    /// `https://host` or `http://host`.
+    /// `https://host` or `http://host` (Docker Hub: `https://registry-1.docker.io`).
     pub base: String,
-    /// `host[:port]`, the label used in metrics and messages.
+    base_url: url::Url,
+    /// Canonical `host[:port]`, the label used in config, metrics and messages.
     pub host: String,
-    creds: Option<(String, String)>,
+    creds: CredentialSource,
     basic: AtomicBool,
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    tokens: Tokens,
     limiter: Limiter,
     slots: Semaphore,
     metrics: Arc<Metrics>,
 }
 
+/// Follow at most five redirects and never from https to http (reqwest already drops the
+/// `Authorization` header when a redirect changes host or port).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
+            && attempt.url().scheme() != "https";
+        if downgrade {
+            attempt.error("refusing a redirect from https to http")
+        } else if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 impl Client {
-    /// Build a client from a registry's config (or defaults for an unlisted host).
+    /// Build a client for canonical `host` from its config (or defaults for an unlisted host).
+    /// Credentials are read on first use, and again whenever their files change.
     pub fn new(
         host: &str,
         cfg: Option<&RegistryConfig>,
@@ -104,7 +124,7 @@ impl Client {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("tagflow/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5));
+            .redirect(redirect_policy());
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| RegistryError::Setup(format!("failed to read caFile {ca}: {e}")))?;
@@ -116,48 +136,32 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| RegistryError::Setup(format!("failed to build HTTP client: {e}")))?;
-        let creds = match &cfg.credentials {
-            None => None,
-            Some(c) => match (&c.docker_config_file, &c.username, &c.password) {
-                (Some(file), _, _) => {
-                    let json = std::fs::read_to_string(file).map_err(|e| {
-                        RegistryError::Setup(format!("failed to read dockerConfigFile {file}: {e}"))
-                    })?;
-                    let found = wire::docker_credentials(&json, host).map_err(|e| {
-                        RegistryError::Setup(format!("dockerConfigFile {file}: {e}"))
-                    })?;
-                    if found.is_none() {
-                        return Err(RegistryError::Setup(format!(
-                            "dockerConfigFile {file} has no auths entry for {host}"
-                        )));
-                    }
-                    found
-                }
-                (None, Some(u), Some(p)) => Some((
-                    u.clone(),
-                    p.read().map_err(|e| RegistryError::Setup(e.to_string()))?,
-                )),
-                _ => None,
-            },
-        };
-        if let Some((_, p)) = &creds {
-            crate::secret::register(p);
-        }
         let scheme = if cfg.insecure { "http" } else { "https" };
+        let base = format!("{scheme}://{}", reference::api_host(host));
+        let base_url = url::Url::parse(&base).map_err(|e| {
+            RegistryError::Setup(format!("registry host {host} is not a host: {e}"))
+        })?;
         Ok(Self {
             http,
-            base: format!("{scheme}://{host}"),
+            base,
+            base_url,
             host: host.to_owned(),
-            creds,
+            creds: CredentialSource::new(host, cfg.credentials.as_ref()),
             basic: AtomicBool::new(false),
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Tokens::default(),
             limiter: Limiter::new(cfg.rate_limit),
             slots: Semaphore::new(cfg.concurrency.max(1)),
             metrics,
         })
     }
 
-    /// GET or HEAD `path_or_url` (relative to the registry or absolute), authenticating for `scope`.
+    /// The registry's origin (scheme, host, port), the only place credentials are sent.
+    pub fn origin(&self) -> &url::Url {
+        &self.base_url
+    }
+
+    /// GET or HEAD `path_or_url` (relative to the registry, or an absolute URL on its origin),
+    /// authenticating for `scope`.
     pub async fn call(
         &self,
         method: Method,
@@ -170,11 +174,12 @@ impl Client {
             format!("{}{}", self.base, path_or_url)
         };
         let mut auth_tried = false;
+        // Credentials are read again once before a refusal is reported (they may have rotated).
+        let mut reloaded = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let answer = self.send_once(method.clone(), &url, scope).await;
-            let answer = match answer {
+            let answer = match self.send_once(method.clone(), &url, scope).await {
                 Ok(a) => a,
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     tokio::time::sleep(backoff(attempt)).await;
@@ -182,45 +187,16 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            match answer.status {
+            let refused = match answer.status {
                 StatusCode::UNAUTHORIZED if !auth_tried => {
                     auth_tried = true;
-                    let challenge = answer
-                        .headers
-                        .get(WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(wire::parse_challenge);
-                    match challenge {
-                        Some(Challenge::Basic) if self.creds.is_some() => {
-                            self.basic.store(true, Ordering::Relaxed)
-                        }
-                        Some(Challenge::Bearer {
-                            realm,
-                            service,
-                            scope: asked,
-                        }) => {
-                            self.fetch_token(
-                                &realm,
-                                service.as_deref(),
-                                asked.as_deref().unwrap_or(scope),
-                                scope,
-                            )
-                            .await?;
-                        }
-                        _ => {
-                            return Err(RegistryError::Unauthorized {
-                                registry: self.host.clone(),
-                                url: redact_url(&url),
-                            });
-                        }
+                    match self.authenticate(&answer, scope, &url).await {
+                        Ok(()) => continue,
+                        Err(e @ RegistryError::Unauthorized { .. }) => e,
+                        Err(e) => return Err(e),
                     }
                 }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(RegistryError::Unauthorized {
-                        registry: self.host.clone(),
-                        url: redact_url(&url),
-                    });
-                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => self.unauthorized(&url),
                 StatusCode::TOO_MANY_REQUESTS if attempt < ATTEMPTS => {
                     let wait = answer
                         .headers
@@ -231,9 +207,11 @@ impl Client {
                         .min(MAX_RETRY_AFTER);
                     tracing::info!(registry = %self.host, wait_ms = wait.as_millis() as u64, "registry asked us to slow down (429)");
                     tokio::time::sleep(wait).await;
+                    continue;
                 }
                 s if s.is_server_error() && attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff(attempt)).await
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
                     return Err(RegistryError::RateLimited {
@@ -248,7 +226,70 @@ impl Client {
                     });
                 }
                 _ => return Ok(answer),
+            };
+            if !reloaded && self.creds.configured() {
+                reloaded = true;
+                if self.creds.reload().await.map_err(|e| self.cred_error(e))? {
+                    tracing::info!(registry = %self.host, "registry credentials changed on disk; trying them");
+                    self.tokens.clear().await;
+                    auth_tried = false;
+                    continue;
+                }
             }
+            return Err(refused);
+        }
+    }
+
+    fn unauthorized(&self, url: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.host.clone(),
+            url: redact_url(url),
+        }
+    }
+
+    fn cred_error(&self, source: CredentialError) -> RegistryError {
+        RegistryError::Credentials {
+            registry: self.host.clone(),
+            source,
+        }
+    }
+
+    /// Answer a 401 challenge: switch to basic auth, or get a bearer token for `scope`.
+    async fn authenticate(
+        &self,
+        answer: &Answer,
+        scope: &str,
+        url: &str,
+    ) -> Result<(), RegistryError> {
+        let challenge = answer
+            .headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::parse_challenge);
+        let cred = self.creds.get().await.map_err(|e| self.cred_error(e))?;
+        match (challenge, &cred) {
+            (Some(Challenge::Basic), Some(Credential::Basic { .. })) => {
+                self.basic.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            (
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope: asked,
+                }),
+                _,
+            ) => {
+                self.fetch_token(
+                    &realm,
+                    service.as_deref(),
+                    asked.as_deref().unwrap_or(scope),
+                    scope,
+                    cred.as_ref(),
+                )
+                .await
+            }
+            _ => Err(self.unauthorized(url)),
         }
     }
 
@@ -259,12 +300,17 @@ impl Client {
         scope: &str,
     ) -> Result<Answer, RegistryError> {
         let mut req = self.http.request(method, url).header(ACCEPT, wire::ACCEPT);
-        if let Some(token) = self.token_for(scope).await {
-            req = req.bearer_auth(token);
-        } else if self.basic.load(Ordering::Relaxed)
-            && let Some((u, p)) = &self.creds
-        {
-            req = req.basic_auth(u, Some(p));
+        // Credentials only ever go to the registry's own origin.
+        let own = url::Url::parse(url).is_ok_and(|u| wire::same_origin(&u, &self.base_url));
+        if own {
+            if let Some(token) = self.tokens.get(scope).await {
+                req = req.bearer_auth(token);
+            } else if self.basic.load(Ordering::Relaxed)
+                && let Some(Credential::Basic { username, password }) =
+                    self.creds.get().await.map_err(|e| self.cred_error(e))?
+            {
+                req = req.basic_auth(username, Some(password));
+            }
         }
         self.exchange(req, url).await
     }
@@ -306,66 +352,34 @@ impl Client {
         }
     }
 
-    async fn token_for(&self, scope: &str) -> Option<String> {
-        let tokens = self.tokens.lock().await;
-        tokens
-            .get(scope)
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(t, _)| t.clone())
-    }
-
     async fn fetch_token(
         &self,
         realm: &str,
         service: Option<&str>,
         asked: &str,
         scope: &str,
+        cred: Option<&Credential>,
     ) -> Result<(), RegistryError> {
-        let mut url = url::Url::parse(realm).map_err(|_| RegistryError::BadResponse {
+        let bad = |url: &str, reason: String| RegistryError::BadResponse {
             registry: self.host.clone(),
-            url: realm.to_owned(),
-            reason: "token realm is not a URL".into(),
-        })?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            q.append_pair("scope", asked);
-        }
-        let mut req = self.http.get(url.clone());
-        if let Some((u, p)) = &self.creds {
-            req = req.basic_auth(u, Some(p));
-        }
+            url: redact_url(url),
+            reason,
+        };
+        let (req, url) =
+            auth::token_request(&self.http, &self.base_url, realm, service, asked, cred)
+                .map_err(|reason| bad(realm, reason))?;
         let a = self.exchange(req, url.as_str()).await?;
         if !a.status.is_success() {
-            return Err(RegistryError::Unauthorized {
-                registry: self.host.clone(),
-                url: redact_url(url.as_str()),
-            });
+            return Err(self.unauthorized(url.as_str()));
         }
-        let ans: wire::TokenAnswer =
-            serde_json::from_slice(&a.body).map_err(|e| RegistryError::BadResponse {
-                registry: self.host.clone(),
-                url: redact_url(url.as_str()),
-                reason: format!("token answer is not JSON: {e}"),
-            })?;
+        let ans: wire::TokenAnswer = serde_json::from_slice(&a.body)
+            .map_err(|e| bad(url.as_str(), format!("token answer is not JSON: {e}")))?;
         let token = ans
             .token
             .or(ans.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| RegistryError::BadResponse {
-                registry: self.host.clone(),
-                url: redact_url(url.as_str()),
-                reason: "token answer has no token".into(),
-            })?;
-        crate::secret::register(&token);
-        // Renew a little early so a token never expires mid-request.
-        let life = Duration::from_secs(ans.expires_in.unwrap_or(60).max(10) - 5);
-        self.tokens
-            .lock()
-            .await
-            .insert(scope.to_owned(), (token, Instant::now() + life));
+            .ok_or_else(|| bad(url.as_str(), "token answer has no token".into()))?;
+        self.tokens.put(scope, token, ans.expires_in).await;
         Ok(())
     }
 }

@@ -4,8 +4,13 @@
 //! `Retry-After`, per-request metrics or rate limits, which tagflow needs. Metadata is cached
 //! by digest, so an unchanged repository costs one tags request per cycle.
 
+mod auth;
 mod cache_file;
 mod client;
+pub mod creds;
+pub mod dockercfg;
+pub mod helper;
+pub mod reference;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -17,6 +22,8 @@ use sha2::{Digest, Sha256};
 
 pub use cache_file::CacheFile;
 pub use client::Client;
+pub use creds::CredentialError;
+pub use reference::RepoRef;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -30,6 +37,15 @@ pub enum RegistryError {
     /// Bad local setup (CA file, credentials).
     #[error("failed to set up registry client: {0}")]
     Setup(String),
+    /// Credentials could not be read (file, docker config, credential helper).
+    #[error("failed to get credentials for registry {registry}: {source}")]
+    Credentials {
+        /// Host.
+        registry: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
     /// Credentials refused or missing.
     #[error("registry {registry} refused our credentials for {url}")]
     Unauthorized {
@@ -95,6 +111,7 @@ impl RegistryError {
         match self {
             Self::Transport { .. } | Self::RateLimited { .. } => true,
             Self::Status { status, .. } => *status >= 500,
+            Self::Credentials { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -139,11 +156,11 @@ pub struct Registries {
     meta: Mutex<HashMap<(String, String), ImageMeta>>,
 }
 
-/// `host` and `path` of a repository like `registry.example.com/team/app`.
-pub fn split_repository(repository: &str) -> (&str, &str) {
-    repository
-        .split_once('/')
-        .unwrap_or(("docker.io", repository))
+/// Canonical `host` and `path` of a repository as docker reads it: `registry.example.com/team/app`
+/// → (`registry.example.com`, `team/app`); `nginx` → (`docker.io`, `library/nginx`).
+pub fn split_repository(repository: &str) -> (String, String) {
+    let r = RepoRef::parse(repository);
+    (r.host, r.path)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -194,7 +211,10 @@ impl Registries {
             .into_iter()
             .filter(|e| crate::rewrite::valid_digest(&e.digest))
         {
-            tags.insert((e.repository, e.tag), e.digest.clone());
+            tags.insert(
+                (RepoRef::parse(&e.repository).canonical(), e.tag),
+                e.digest.clone(),
+            );
             meta.insert(
                 (e.digest.clone(), e.platform),
                 ImageMeta {
@@ -212,16 +232,16 @@ impl Registries {
     }
 
     fn client(&self, config: &Config, repository: &str) -> Result<Arc<Client>, RegistryError> {
-        let (host, _) = split_repository(repository);
-        if let Some(c) = lock(&self.clients).get(host) {
+        let host = RepoRef::parse(repository).host;
+        if let Some(c) = lock(&self.clients).get(&host) {
             return Ok(c.clone());
         }
         let c = Arc::new(Client::new(
-            host,
+            &host,
             config.registry_for(repository),
             self.metrics.clone(),
         )?);
-        lock(&self.clients).insert(host.to_owned(), c.clone());
+        lock(&self.clients).insert(host, c.clone());
         Ok(c)
     }
 
@@ -232,12 +252,14 @@ impl Registries {
         repository: &str,
     ) -> Result<Vec<String>, RegistryError> {
         let client = self.client(config, repository)?;
-        let (_, path) = split_repository(repository);
+        let path = RepoRef::parse(repository).path;
         let scope = format!("repository:{path}:pull");
-        let mut next = Some(format!("/v2/{path}/tags/list?n=1000"));
+        let first = format!("{}/v2/{path}/tags/list?n=1000", client.base);
+        let mut next = url::Url::parse(&first).ok();
         let mut seen = std::collections::HashSet::new();
         let mut tags = Vec::new();
-        while let Some(url) = next.take() {
+        while let Some(page) = next.take() {
+            let url = page.to_string();
             if !seen.insert(url.clone()) || seen.len() > MAX_PAGES {
                 return Err(bad(&client, &url, "tag list pagination loops".into()));
             }
@@ -252,10 +274,16 @@ impl Registries {
                     status: a.status.as_u16(),
                 });
             }
-            let page: wire::TagList = serde_json::from_slice(&a.body)
+            let list: wire::TagList = serde_json::from_slice(&a.body)
                 .map_err(|e| bad(&client, &url, format!("tag list is not valid JSON: {e}")))?;
-            tags.extend(page.tags.unwrap_or_default());
-            next = a.next_link();
+            tags.extend(list.tags.unwrap_or_default());
+            next = match a.next_link() {
+                None => None,
+                Some(link) => Some(
+                    wire::next_page(client.origin(), &page, &link)
+                        .map_err(|reason| bad(&client, &url, reason))?,
+                ),
+            };
         }
         Ok(tags)
     }
@@ -269,7 +297,8 @@ impl Registries {
         tag: &str,
         platform: &str,
     ) -> Result<ImageMeta, RegistryError> {
-        let key = (repository.to_owned(), tag.to_owned());
+        let r = RepoRef::parse(repository);
+        let key = (r.canonical(), tag.to_owned());
         let known = lock(&self.tags).get(&key).cloned();
         if let Some(digest) = known
             && let Some(m) = lock(&self.meta).get(&(digest, platform.to_owned()))
@@ -277,7 +306,7 @@ impl Registries {
             return Ok(m.clone());
         }
         let client = self.client(config, repository)?;
-        let (_, path) = split_repository(repository);
+        let path = r.path.as_str();
         let scope = format!("repository:{path}:pull");
         let reference = format!("{repository}:{tag}");
         let (digest, top) = self
@@ -356,7 +385,8 @@ impl Registries {
         tag: &str,
     ) -> Result<String, RegistryError> {
         let client = self.client(config, repository)?;
-        let (_, path) = split_repository(repository);
+        let r = RepoRef::parse(repository);
+        let path = &r.path;
         let url = format!("/v2/{path}/manifests/{tag}");
         let a = client
             .call(Method::HEAD, &url, &format!("repository:{path}:pull"))
@@ -373,7 +403,7 @@ impl Registries {
         }
         let digest = header_digest(&a.headers)
             .ok_or_else(|| bad(&client, &url, "no Docker-Content-Digest header".into()))?;
-        lock(&self.tags).insert((repository.to_owned(), tag.to_owned()), digest.clone());
+        lock(&self.tags).insert((r.canonical(), tag.to_owned()), digest.clone());
         Ok(digest)
     }
 

@@ -1,10 +1,9 @@
 //! Wire formats of the distribution API (pure): manifests, image configs, auth challenges,
-//! `Link` headers, `Retry-After`, docker `config.json`.
+//! `Link` headers and their origin, `Retry-After`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -205,46 +204,30 @@ pub struct TokenAnswer {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: BTreeMap<String, DockerAuth>,
+/// Whether two URLs share scheme, host and port (the origin credentials belong to).
+pub fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
-#[derive(Debug, Deserialize)]
-struct DockerAuth {
-    auth: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-}
-
-/// Username and password for `host` from a docker `config.json`.
-pub fn docker_credentials(json: &str, host: &str) -> Result<Option<(String, String)>, String> {
-    let cfg: DockerConfig =
-        serde_json::from_str(json).map_err(|e| format!("not a docker config.json: {e}"))?;
-    let entry = cfg.auths.iter().find(|(k, _)| {
-        let k = k
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        k.split('/').next() == Some(host)
-    });
-    let Some((_, a)) = entry else { return Ok(None) };
-    if let (Some(u), Some(p)) = (&a.username, &a.password) {
-        return Ok(Some((u.clone(), p.clone())));
-    }
-    let Some(auth) = &a.auth else {
+/// The next page of a listing: `link` (a `Link` target, absolute or relative) resolved against
+/// the page it came with. Only a page on the registry's own origin is followed, so neither
+/// credentials nor tokens ever reach another host, and https never drops to http.
+pub fn next_page(origin: &url::Url, current: &url::Url, link: &str) -> Result<url::Url, String> {
+    let next = current
+        .join(link)
+        .map_err(|e| format!("pagination link is not a URL: {e}"))?;
+    if !same_origin(&next, origin) {
         return Err(format!(
-            "auths.{host} has neither auth nor username/password"
+            "pagination link leaves the registry ({}://{}) for {}://{}; not followed",
+            origin.scheme(),
+            origin.host_str().unwrap_or_default(),
+            next.scheme(),
+            next.host_str().unwrap_or_default(),
         ));
-    };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(auth.trim())
-        .map_err(|_| format!("auths.{host}.auth is not base64"))?;
-    let text = String::from_utf8(raw).map_err(|_| format!("auths.{host}.auth is not UTF-8"))?;
-    let (u, p) = text
-        .split_once(':')
-        .ok_or_else(|| format!("auths.{host}.auth is not user:password"))?;
-    Ok(Some((u.to_owned(), p.to_owned())))
+    }
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -295,18 +278,33 @@ mod tests {
     }
 
     #[test]
-    fn docker_config_forms() {
-        let json = r#"{"auths":{"https://r.example:5000/v1/":{"auth":"dTpw"},"b.example":{"username":"x","password":"y"}}}"#;
-        assert_eq!(
-            docker_credentials(json, "r.example:5000").expect("ok"),
-            Some(("u".into(), "p".into()))
-        );
-        assert_eq!(
-            docker_credentials(json, "b.example").expect("ok"),
-            Some(("x".into(), "y".into()))
-        );
-        assert_eq!(docker_credentials(json, "c.example").expect("ok"), None);
-        assert!(docker_credentials("{", "x").is_err());
+    fn pagination_stays_on_the_registry_origin() {
+        let u = |s: &str| url::Url::parse(s).expect("url");
+        let origin = u("https://r.example");
+        let page = u("https://r.example/v2/app/tags/list?n=2");
+        let ok = [
+            (
+                "/v2/app/tags/list?n=2&last=b",
+                "https://r.example/v2/app/tags/list?n=2&last=b",
+            ),
+            (
+                "?n=2&last=b",
+                "https://r.example/v2/app/tags/list?n=2&last=b",
+            ),
+            ("https://r.example:443/v2/x", "https://r.example/v2/x"),
+        ];
+        for (link, want) in ok {
+            assert_eq!(next_page(&origin, &page, link).expect(link).as_str(), want);
+        }
+        for link in [
+            "https://other.example/v2/app/tags/list",
+            "http://r.example/v2/app/tags/list",
+            "https://r.example:8443/v2/app/tags/list",
+            "//evil.example/v2/x",
+        ] {
+            let e = next_page(&origin, &page, link).expect_err(link);
+            assert!(e.contains("not followed"), "{e}");
+        }
     }
 
     #[test]

@@ -14,13 +14,17 @@ mod kube;
 mod proc;
 mod registry;
 mod slack;
+mod tls;
+mod token;
 
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
 pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};
 pub use proc::{find_bin, free_port, run_checked, run_with_timeout};
-pub use registry::{LoggedRequest, Registry, RegistryOpts, TlsFiles, make_tls};
+pub use registry::{LoggedRequest, Registry, RegistryOpts};
 pub use slack::{CapturedRequest, SlackCapture};
+pub use tls::{TlsFiles, make_tls};
+pub use token::{TokenIssuer, TokenRequest};
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! A real OCI registry: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::proc::{Daemon, find_bin, run_checked};
+use crate::tls::make_tls;
+pub(crate) use crate::tls::random_hex;
+use crate::token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenIssuer};
 
 /// OCI media types used by the pushes.
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -33,6 +36,9 @@ pub struct RegistryOpts {
     pub tls: bool,
     /// Send push/delete notifications to (url, bearer token).
     pub notify: Option<(String, String)>,
+    /// `auth: token` with a [`TokenIssuer`] the harness starts; user "tagflow" with a random
+    /// password is the issuer's account (ignored with `auth`).
+    pub token: bool,
 }
 
 /// One request in the registry's access log.
@@ -66,113 +72,10 @@ pub struct Registry {
     pub access_log_file: PathBuf,
     /// The temp dir holding config, storage and logs.
     pub dir: PathBuf,
+    /// The token issuer, in `token` mode.
+    pub token: Option<TokenIssuer>,
     daemon: Daemon,
     _tmp: TempDir,
-}
-
-/// PEM files for a test CA and a server leaf cert valid for 127.0.0.1 and localhost.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// CA certificate (trust this).
-    pub ca_cert: PathBuf,
-    /// Leaf certificate (serverAuth, CA:FALSE, SAN DNS:localhost, IP:127.0.0.1).
-    pub cert: PathBuf,
-    /// Leaf private key.
-    pub key: PathBuf,
-}
-
-/// Generate a CA and a leaf cert in `dir` with the openssl CLI (rustls rejects a self-signed leaf).
-pub fn make_tls(dir: &Path) -> TlsFiles {
-    let openssl = find_bin("openssl");
-    let t = Duration::from_secs(30);
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    run_checked(
-        Command::new(&openssl).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.crt"),
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=tagflow testbed CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]),
-        t,
-    );
-    run_checked(
-        Command::new(&openssl).args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &p("server.key"),
-            "-out",
-            &p("server.csr"),
-            "-subj",
-            "/CN=127.0.0.1",
-        ]),
-        t,
-    );
-    fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write server.ext");
-    run_checked(
-        Command::new(&openssl).args([
-            "x509",
-            "-req",
-            "-in",
-            &p("server.csr"),
-            "-CA",
-            &p("ca.crt"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &p("server.crt"),
-            "-days",
-            "3650",
-            "-extfile",
-            &p("server.ext"),
-        ]),
-        t,
-    );
-    TlsFiles {
-        ca_cert: dir.join("ca.crt"),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    }
-}
-
-/// Random lowercase hex of `bytes` bytes (time, pid and a counter hashed; good enough for tests).
-pub(crate) fn random_hex(bytes: usize) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = format!(
-        "{:?}{}{}",
-        std::time::SystemTime::now(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut out = hex::encode(Sha256::digest(seed.as_bytes()));
-    out.truncate(bytes * 2);
-    out
 }
 
 fn yaml_str(s: &str) -> String {
@@ -223,6 +126,23 @@ impl Registry {
             username = Some(REGISTRY_USER.to_string());
             password = Some(pass);
         }
+        let mut token = None;
+        if opts.token && !opts.auth {
+            let issuer = TokenIssuer::start(&dir);
+            let pass = random_hex(12);
+            issuer.set_user(REGISTRY_USER, &pass);
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                yaml_str(&issuer.realm),
+                yaml_str(TOKEN_SERVICE),
+                yaml_str(TOKEN_ISSUER),
+                yaml_str(&issuer.files.ca_cert.to_string_lossy())
+            ));
+            username = Some(REGISTRY_USER.to_string());
+            password = Some(pass);
+            token = Some(issuer);
+        }
         if let Some((url, token)) = &opts.notify {
             config.push_str(&format!(
                 "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    \
@@ -265,9 +185,28 @@ impl Registry {
             log_file,
             access_log_file,
             dir,
+            token,
             daemon,
             _tmp: tmp,
         }
+    }
+
+    /// Rotate the password of user "tagflow": rewrites htpasswd (the registry re-reads it on
+    /// change) or tells the token issuer. The old password stops working at once.
+    pub fn set_password(&mut self, new: &str) {
+        if let Some(issuer) = &self.token {
+            issuer.set_user(REGISTRY_USER, new);
+        } else {
+            let line = run_checked(
+                Command::new(find_bin("htpasswd")).args(["-nbB", "-C", "4", REGISTRY_USER, new]),
+                Duration::from_secs(30),
+            );
+            let htpasswd = self.dir.join("htpasswd");
+            let tmp = self.dir.join("htpasswd.new");
+            fs::write(&tmp, line.trim_end().to_string() + "\n").expect("write htpasswd");
+            fs::rename(&tmp, &htpasswd).expect("replace htpasswd");
+        }
+        self.password = Some(new.to_string());
     }
 
     /// The registry's process id.
@@ -417,6 +356,7 @@ impl Registry {
                     client: builder.build().expect("build HTTP client"),
                     base: self.base_url.clone(),
                     creds: self.username.clone().zip(self.password.clone()),
+                    issuer: self.token.as_ref(),
                 };
                 f(&api)
             })
@@ -475,17 +415,39 @@ fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
     out
 }
 
-struct Api {
+struct Api<'a> {
     client: reqwest::blocking::Client,
     base: String,
     creds: Option<(String, String)>,
+    issuer: Option<&'a TokenIssuer>,
 }
 
-impl Api {
+/// The repository a `/v2/<name>/{blobs,manifests,tags}/…` URL is about.
+fn repo_of(url: &str) -> Option<&str> {
+    let rest = &url[url.find("/v2/")? + 4..];
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.rfind(m))
+        .min()
+        .map(|end| &rest[..end])
+}
+
+impl Api<'_> {
     fn send(&self, req: reqwest::blocking::RequestBuilder) -> reqwest::blocking::Response {
-        let req = match &self.creds {
-            Some((u, p)) => req.basic_auth(u, Some(p)),
-            None => req,
+        let req = match (self.issuer, &self.creds) {
+            (Some(issuer), _) => {
+                let probe = req
+                    .try_clone()
+                    .expect("cloneable request")
+                    .build()
+                    .expect("request");
+                match repo_of(probe.url().as_str()) {
+                    Some(repo) => req.bearer_auth(issuer.mint(repo)),
+                    None => req,
+                }
+            }
+            (None, Some((u, p))) => req.basic_auth(u, Some(p)),
+            (None, None) => req,
         };
         req.send()
             .unwrap_or_else(|e| panic!("registry request failed: {e:?}"))

@@ -144,6 +144,7 @@ async fn registry_tls_and_auth_reject_without_creds() {
         auth: true,
         tls: true,
         notify: None,
+        token: false,
     });
     assert!(reg.base_url.starts_with("https://127.0.0.1:"));
     let digest = reg.push_image(
