@@ -4,9 +4,9 @@
 //! Starts a real registry (docker-registry), a git smart-HTTP server (lighttpd +
 //! git-http-backend), a Slack capture server and one small app per environment on 127.0.0.1,
 //! then runs the real `tagflow run` (no `--lease`: the rollout state lives in the config repo on
-//! `refs/tagflow/state`). The demo plays the deployer — the one stand-in: whenever the config
-//! repo's main moves, each environment's app starts answering with the tag its values file
-//! names, as Flux or Argo CD would make it. What it shows, and checks:
+//! `refs/tagflow/state`). The demo plays the deployer (`testbed::DeployedApps`) — the one
+//! stand-in: whenever the config repo's main moves, each environment's app starts answering with
+//! the tag its values file names, as Flux or Argo CD would make it. What it shows, and checks:
 //!
 //! 1. tagflow commits the newest build to dev; dev's smoke check passes; dev soaks;
 //! 2. prod waits for `tagflow approve prod TAG`; then gets the very same tag and digest, and
@@ -23,12 +23,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testbed::{BareRepo, GitHttp, Registry, RegistryOpts, Response, Scripted, SlackCapture, git};
+use testbed::{BareRepo, DeployedApps, GitHttp, Registry, RegistryOpts, SlackCapture, git, tag_in};
 
 /// Repository path of the demo image inside the registry.
 const IMAGE_PATH: &str = "team/app";
@@ -75,57 +74,6 @@ fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("    {l}\n"))
         .collect::<String>()
-}
-
-/// What each environment's app runs, and which tags are broken (answer 503).
-#[derive(Default)]
-struct Apps {
-    running: Mutex<BTreeMap<String, String>>,
-    broken: Mutex<BTreeSet<String>>,
-}
-
-impl Apps {
-    fn answer(&self, env: &str) -> Response {
-        let Some(tag) = self.running.lock().unwrap().get(env).cloned() else {
-            return Response::text(404, "no such environment\n");
-        };
-        if self.broken.lock().unwrap().contains(&tag) {
-            return Response::text(503, &format!("app version={tag}: crashed on start\n"));
-        }
-        Response::text(200, &format!("app version={tag}\n"))
-    }
-}
-
-/// The deployer stand-in: at every new head of main, each app runs the tag its file names.
-fn deployer(repo: &BareRepo, apps: &Apps, stop: &AtomicBool) {
-    let mut seen = String::new();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-        let Some(head) = repo.head("main") else {
-            continue;
-        };
-        if head == seen {
-            continue;
-        }
-        for env in ["dev", "prod"] {
-            if let Some(text) = repo.read("main", &format!("envs/{env}/patch.yaml")) {
-                let tag = tag_in(&text);
-                apps.running.lock().unwrap().insert(env.to_owned(), tag);
-            }
-        }
-        seen = head;
-    }
-}
-
-/// The `image.tag` value of a values file.
-fn tag_in(values: &str) -> String {
-    values
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tag: "))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned()
 }
 
 /// `tagflow run`, killed when dropped.
@@ -246,14 +194,10 @@ fn demo() -> Result<()> {
     }
 
     section("2. The apps, Slack and the config repo");
-    let apps = Arc::new(Apps::default());
-    let app_server = {
-        let apps = apps.clone();
-        Scripted::start(move |req| apps.answer(req.path.trim_start_matches('/')))
-    };
+    let mut apps = DeployedApps::start(&["dev", "prod"]);
     println!(
         "apps      {}  (dev and prod: each answers `app version=TAG` for the tag it was deployed with)",
-        app_server.url("/{dev,prod}")
+        apps.url("{dev,prod}")
     );
     let slack = SlackCapture::start();
     println!(
@@ -276,7 +220,7 @@ fn demo() -> Result<()> {
     let config = config_yaml(
         &registry.host,
         &image,
-        &app_server.url("/"),
+        &apps.url(""),
         &slack.api_url,
         &bot_token,
     );
@@ -299,11 +243,7 @@ fn demo() -> Result<()> {
     println!("image.repository set to {image}; both start at tag {START_TAG}:");
     print!("{}", indent(&image_block(&dev)));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let deploy = {
-        let (repo, apps, stop) = (repo.clone(), apps.clone(), stop.clone());
-        std::thread::spawn(move || deployer(&repo, &apps, &stop))
-    };
+    apps.follow(repo.clone(), "main");
 
     let password_file = secret("git-password", &http.password)?;
     let repo_args: Vec<String> = vec![
@@ -394,7 +334,7 @@ fn demo() -> Result<()> {
 
     let (broken, built) = BROKEN;
     section(&format!("5. A newer, broken build: {broken}"));
-    apps.broken.lock().unwrap().insert(broken.to_owned());
+    apps.break_tag(broken);
     registry.push_image(IMAGE_PATH, broken, built, Some(broken));
     println!("pushed {image}:{broken} (built {built}); its app answers 503\n");
     watch.until("dev/app", broken, "quarantined", &agent)?;
@@ -451,8 +391,7 @@ fn demo() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     drop(agent);
-    stop.store(true, Ordering::SeqCst);
-    let _ = deploy.join();
+    drop(apps);
     drop(http);
     drop(repo);
     drop(registry);

@@ -38,6 +38,19 @@ pub enum CommandError {
     /// `check`.
     #[error(transparent)]
     Check(#[from] crate::check::CheckError),
+    /// `status --repo`: the state document on the state ref does not parse.
+    #[error("{reference} at {commit}: {file} is not a rollout state document: {source}")]
+    State {
+        /// The ref.
+        reference: &'static str,
+        /// Its commit (short).
+        commit: String,
+        /// The file.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A scratch directory removed on drop, so `plan`, `check` and `approve` leave the real work
@@ -160,11 +173,14 @@ pub async fn status_git(mut opts: RepoOptions) -> Result<u8, CommandError> {
     let state = match repo.read_state().await.map_err(CycleError::from)? {
         None => crate::rollout::State::default(),
         Some((commit, text)) => {
+            let state = serde_json::from_slice(&text).map_err(|source| CommandError::State {
+                reference: gitops::STATE_REF,
+                commit: gitops::short(commit),
+                file: gitops::STATE_FILE,
+                source,
+            })?;
             println!("state: {} at {}", gitops::STATE_REF, gitops::short(commit));
-            serde_json::from_slice(&text).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "the stored rollout state is unreadable");
-                crate::rollout::State::default()
-            })
+            state
         }
     };
     print!(

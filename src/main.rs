@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use tagflow::commands;
 use tagflow::gitops::{GitAuth, RepoOptions};
-use tagflow::run::{LeaseOptions, RunOptions};
+use tagflow::run::{LeaseOptions, RunOptions, StateStore};
 
 /// tagflow keeps a GitOps config repo pointing at the newest image of each app.
 ///
@@ -141,6 +141,16 @@ struct LeaseArgs {
     /// Lease duration; a follower takes over at most 4/3 of it after the leader's last renewal.
     #[arg(long, env = "TAGFLOW_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+    /// Where the rollout state lives: `git` (ref refs/tagflow/state of the config repo) or
+    /// `lease` (an annotation on the Lease) [default: lease with --lease, else git].
+    #[arg(long, env = "TAGFLOW_STATE", value_enum)]
+    state: Option<StateStore>,
+}
+
+impl LeaseArgs {
+    fn store(&self) -> Result<StateStore> {
+        StateStore::choose(self.state, self.lease.is_some()).map_err(anyhow::Error::msg)
+    }
 }
 
 fn repo_options(args: &RepoArgs, workdir: Option<PathBuf>) -> Result<RepoOptions> {
@@ -195,9 +205,9 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::Run { listen, lease } => run(args, listen, &lease).await?,
-        Command::Status { lease } => match lease.lease {
-            Some(name) => commands::status(&name).await?,
-            None => commands::status_git(repo_options(args, None)?).await?,
+        Command::Status { lease } => match (lease.store()?, lease.lease) {
+            (StateStore::Lease, Some(name)) => commands::status(&name).await?,
+            _ => commands::status_git(repo_options(args, None)?).await?,
         },
         Command::Approve { env, tag, image } => {
             commands::approve(repo_options(args, None)?, &env, &tag, image.as_deref()).await?
@@ -206,6 +216,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 async fn run(args: &RepoArgs, listen: SocketAddr, lease: &LeaseArgs) -> Result<u8> {
+    let state = lease.store()?;
     let lease = lease.lease.clone().map(|name| LeaseOptions {
         name,
         identity: lease
@@ -213,6 +224,7 @@ async fn run(args: &RepoArgs, listen: SocketAddr, lease: &LeaseArgs) -> Result<u
             .clone()
             .unwrap_or_else(tagflow::k8s::leadership::default_identity),
         duration: lease.lease_duration,
+        state,
     });
     let opts = RunOptions {
         repo: repo_options(args, None)?,
@@ -222,25 +234,6 @@ async fn run(args: &RepoArgs, listen: SocketAddr, lease: &LeaseArgs) -> Result<u
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tagflow::run::run(opts, listener, wait_for_signal()).await?;
+    tagflow::run::run(opts, listener, tagflow::run::wait_for_signal()).await?;
     Ok(commands::EXIT_OK)
-}
-
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cycle::Reconciler;
+pub use crate::cycle::StateStore;
 use crate::cycle::run_loop::run_loop;
 use crate::gitops::RepoOptions;
 use crate::k8s::{ClusterError, leadership};
@@ -28,6 +29,8 @@ pub struct LeaseOptions {
     pub identity: String,
     /// Lease duration.
     pub duration: Duration,
+    /// Where the rollout state lives: on this Lease or in the config repo.
+    pub state: StateStore,
 }
 
 /// What `run` needs besides the listener.
@@ -68,7 +71,7 @@ pub async fn run(
         Some(l) => {
             let (lead, task) =
                 leadership::start(&l.name, &l.identity, l.duration, election_stop.clone()).await?;
-            (Some(lead), Some(task))
+            (Some((lead, l.state)), Some(task))
         }
         None => (None, None),
     };
@@ -125,4 +128,23 @@ pub async fn run(
     http.await
         .map_err(|e| RunError::Task("HTTP server", e.to_string()))?
         .map_err(RunError::Http)
+}
+
+/// Resolves on SIGTERM or SIGINT: the `shutdown` future the `tagflow run` binary passes to [`run`].
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -8,47 +8,25 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Local, eventually, file_url, push_three, registry_block, tagflow};
 use serde_json::Value;
-use testbed::{BareRepo, Registry, RegistryOpts, Response, Scripted, SlackCapture};
+use testbed::{BareRepo, DeployedApps, Registry, RegistryOpts, SlackCapture, tag_in};
 
 /// Generous guard for anything tagflow does in a few cycles; never a timing assertion.
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// Which tag each environment's app answers with, and which environments answer 503.
-#[derive(Default)]
-struct App {
-    running: Mutex<BTreeMap<String, String>>,
-    broken: Mutex<BTreeSet<String>>,
-}
 
 struct World {
     _reg: Registry,
     repo: Arc<BareRepo>,
     slack: SlackCapture,
-    app: Arc<App>,
-    _app_server: Scripted,
-    stop: Arc<AtomicBool>,
-    deployer: Option<JoinHandle<()>>,
+    apps: DeployedApps,
     local: Local,
     url: String,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(d) = self.deployer.take() {
-            let _ = d.join();
-        }
-    }
 }
 
 fn values(repository: &str, tag: &str) -> String {
@@ -57,31 +35,10 @@ fn values(repository: &str, tag: &str) -> String {
     )
 }
 
-fn tag_in(values: &str) -> String {
-    values
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tag: "))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned()
-}
-
 fn world(prod_gate: &str) -> World {
     let reg = Registry::start(RegistryOpts::default());
     push_three(&reg);
-    let app = Arc::new(App::default());
-    let app2 = app.clone();
-    let app_server = Scripted::start(move |req| {
-        let env = req.path.trim_start_matches('/').to_owned();
-        if app2.broken.lock().unwrap().contains(&env) {
-            return Response::text(503, "unavailable");
-        }
-        match app2.running.lock().unwrap().get(&env) {
-            Some(tag) => Response::text(200, &format!("app version={tag}\n")),
-            None => Response::text(404, "no such env"),
-        }
-    });
+    let mut apps = DeployedApps::start(&["dev", "prod"]);
     let slack = SlackCapture::start();
     let local = Local::new();
     let hook = local.file("slack-url", &slack.url);
@@ -89,7 +46,7 @@ fn world(prod_gate: &str) -> World {
     let smoke = |env: &str| {
         format!(
             "    smoke: {{url: '{}', expect: {{status: 200, bodyContains: 'version={{tag}}'}}, retries: 2, interval: 1s, deadline: 30s}}\n",
-            app_server.url(&format!("/{env}"))
+            apps.url(env)
         )
     };
     let config = format!(
@@ -104,45 +61,15 @@ fn world(prod_gate: &str) -> World {
         ("envs/dev/patch.yaml", &values(&repository, "a1b2c3d")),
         ("envs/prod/patch.yaml", &values(&repository, "a1b2c3d")),
     ]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deployer = {
-        let (repo, app, stop) = (repo.clone(), app.clone(), stop.clone());
-        std::thread::spawn(move || deploy(&repo, &app, &stop))
-    };
+    apps.follow(repo.clone(), "main");
     let url = file_url(&repo);
     World {
         _reg: reg,
         repo,
         slack,
-        app,
-        _app_server: app_server,
-        stop,
-        deployer: Some(deployer),
+        apps,
         local,
         url,
-    }
-}
-
-/// The deployer's part: at every new head, each environment's app runs the tag its file names.
-fn deploy(repo: &BareRepo, app: &App, stop: &AtomicBool) {
-    let mut done = String::new();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-        let Some(head) = repo.head("main") else {
-            continue;
-        };
-        if head == done {
-            continue;
-        }
-        for env in ["dev", "prod"] {
-            if let Some(v) = repo.read("main", &format!("envs/{env}/patch.yaml")) {
-                app.running
-                    .lock()
-                    .unwrap()
-                    .insert(env.to_owned(), tag_in(&v));
-            }
-        }
-        done = head;
     }
 }
 
@@ -293,10 +220,10 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_with_state_in_git() {
 #[ignore = "real servers: run by scripts/test"]
 fn prod_smoke_failure_reverts_and_quarantines_with_state_in_git() {
     let w = world("{soak: 1s}");
-    w.app.broken.lock().unwrap().insert("prod".into());
+    w.apps.set_env_broken("prod", true);
     let r = Replica::start(&w, "a");
     wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &r);
-    w.app.broken.lock().unwrap().clear();
+    w.apps.set_env_broken("prod", false);
     let reverts: Vec<_> = w
         .repo
         .log("main")

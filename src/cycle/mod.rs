@@ -32,6 +32,7 @@ use crate::notify::{Notifier, Poster};
 use crate::plan::{Desired, EnvChange};
 use crate::registry::{CacheFile, Registries, RegistryError};
 
+pub use rollouts::StateStore;
 pub use select::SelectError;
 
 /// Which images a cycle scans.
@@ -297,12 +298,13 @@ pub struct Reconciler {
 impl Reconciler {
     /// A reconciler; nothing is fetched until the first cycle. Registry metadata saved by an
     /// earlier run in the work dir is reused. `notifier` none: nothing is posted (`plan`);
-    /// `leadership` some: rollouts run on the cluster, and only the leader writes.
+    /// `leadership` some: rollouts run on the cluster, only the leader writes, and the rollout
+    /// state lives where the [`StateStore`] says.
     pub fn new(
         opts: RepoOptions,
         metrics: Arc<Metrics>,
         notifier: Option<Notifier>,
-        leadership: Option<Arc<Leadership>>,
+        leadership: Option<(Arc<Leadership>, StateStore)>,
     ) -> Arc<Self> {
         let registries = Arc::new(Registries::new(metrics.clone()));
         let cache = CacheFile::new(&opts.workdir);
@@ -318,7 +320,7 @@ impl Reconciler {
             loader: load::Loader::default(),
             alerts: alerts::Alerts::new(poster.clone()),
             rollouts: match leadership {
-                Some(l) => rollouts::Rollouts::on_cluster(&l, rollouts::StateStore::Lease),
+                Some((l, store)) => rollouts::Rollouts::on_cluster(&l, store),
                 None => rollouts::Rollouts::without_cluster(),
             },
             selector,
@@ -336,14 +338,25 @@ impl Reconciler {
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).
-    pub fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
-        Some(self.rollouts.wake())
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.rollouts.wake()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_lives_on_the_lease_only_with_one() {
+        use StateStore::{Git, Lease};
+        assert_eq!(StateStore::choose(None, false), Ok(Git));
+        assert_eq!(StateStore::choose(None, true), Ok(Lease));
+        assert_eq!(StateStore::choose(Some(Git), true), Ok(Git));
+        assert_eq!(StateStore::choose(Some(Lease), true), Ok(Lease));
+        let e = StateStore::choose(Some(Lease), false).expect_err("no lease");
+        assert!(e.contains("--state lease needs --lease"), "{e}");
+    }
 
     fn report(errors: Vec<(String, SelectError)>) -> Report {
         Report {

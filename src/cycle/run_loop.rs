@@ -54,7 +54,7 @@ pub async fn run_loop(
             () = tokio::time::sleep(delay) => Scope::All,
             // A release changed or leadership moved: look at rollouts now, without a
             // registry scan (the next tick scans as usual).
-            () = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => Scope::Images(BTreeSet::new()),
+            () = wake.notified() => Scope::Images(BTreeSet::new()),
             Some(first) = triggers.recv() => {
                 // Coalesce a burst of pushes into one scan.
                 let mut images = first;

@@ -1,11 +1,12 @@
 //! Where a registry's credentials come from, read again when the mounted files change.
 //!
 //! ECR passwords last 12 h and tokens get rotated: the Secret is refreshed and the kubelet
-//! rewrites the mounted file. Every use checks the file's metadata and re-reads it when it
-//! changed; a 401/403 forces one re-read (and a credential helper run) before it is reported.
+//! rewrites the mounted file. A use checks the file's metadata (at most once per [`RECHECK`], so
+//! a scan of many repositories does not stat it per request) and re-reads it when it changed; a
+//! 401/403 forces one re-read (and a credential helper run) before it is reported.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Mutex;
 
@@ -96,6 +97,9 @@ enum Origin {
     Password { username: String, secret: SecretRef },
 }
 
+/// How often a use looks at the credential file's metadata.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
 /// File identity: when any part changes, the file is read again.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -107,6 +111,8 @@ fn stamp(path: &str) -> Stamp {
 #[derive(Debug, Default)]
 struct State {
     loaded: bool,
+    /// When the file's metadata was last looked at.
+    checked: Option<Instant>,
     stamp: Stamp,
     current: Option<Credential>,
 }
@@ -117,6 +123,7 @@ pub struct CredentialSource {
     host: String,
     origin: Origin,
     helper_timeout: Duration,
+    recheck: Duration,
     state: Mutex<State>,
 }
 
@@ -138,6 +145,7 @@ impl CredentialSource {
             host: host.to_owned(),
             origin,
             helper_timeout: helper::HELPER_TIMEOUT,
+            recheck: RECHECK,
             state: Mutex::new(State::default()),
         }
     }
@@ -158,11 +166,15 @@ impl CredentialSource {
     /// The current credential, read again if its file changed since the last read.
     pub async fn get(&self) -> Result<Option<Credential>, CredentialError> {
         let mut st = self.state.lock().await;
-        let now = self.file().map(stamp).unwrap_or(None);
-        if !st.loaded || now != st.stamp {
-            st.current = self.read().await?;
-            st.stamp = now;
-            st.loaded = true;
+        let due = st.checked.is_none_or(|t| t.elapsed() >= self.recheck);
+        if !st.loaded || due {
+            let now = self.file().map(stamp).unwrap_or(None);
+            st.checked = Some(Instant::now());
+            if !st.loaded || now != st.stamp {
+                st.current = self.read().await?;
+                st.stamp = now;
+                st.loaded = true;
+            }
         }
         Ok(st.current.clone())
     }
@@ -174,6 +186,7 @@ impl CredentialSource {
         let changed = fresh != st.current;
         st.current = fresh;
         st.stamp = self.file().map(stamp).unwrap_or(None);
+        st.checked = Some(Instant::now());
         st.loaded = true;
         Ok(changed)
     }
@@ -256,8 +269,16 @@ mod tests {
         let f = dir.path().join("config.json");
         // "u:old-pass-1" then "u:new-pass-22" (a different length, as a rotated token is).
         std::fs::write(&f, r#"{"auths":{"r.example":{"auth":"dTpvbGQtcGFzcy0x"}}}"#).expect("w");
-        let src = CredentialSource::new("r.example", Some(&docker_cfg(&f.to_string_lossy())));
+        let mut src = CredentialSource::new("r.example", Some(&docker_cfg(&f.to_string_lossy())));
         assert_eq!(src.get().await.expect("get"), basic("u", "old-pass-1"));
+        std::fs::write(
+            &f,
+            r#"{"auths":{"r.example":{"auth":"dTpuZXctcGFzcy0yMg=="}}}"#,
+        )
+        .expect("w");
+        // Within RECHECK of the last look the file is not even stat'ed.
+        assert_eq!(src.get().await.expect("get"), basic("u", "old-pass-1"));
+        src.recheck = Duration::ZERO;
         std::fs::write(
             &f,
             r#"{"auths":{"r.example":{"auth":"dTpuZXctcGFzcy0yMg=="}}}"#,

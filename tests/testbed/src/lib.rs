@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod apps;
 mod gitserv;
 mod http;
 mod kube;
@@ -17,6 +18,7 @@ mod slack;
 mod tls;
 mod token;
 
+pub use apps::{DeployedApps, tag_in};
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
 pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};
