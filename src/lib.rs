@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod policy;
+pub mod reference;
 pub mod registry;
 pub mod rewrite;
 pub mod rollout;

@@ -324,7 +324,7 @@ pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<Stri
                 ipath == *path
                     && host
                         .as_deref()
-                        .is_none_or(|h| crate::registry::reference::canonical_host(h) == ihost)
+                        .is_none_or(|h| crate::reference::canonical_host(h) == ihost)
             })
             .map(|(name, _)| name)
             .collect();

@@ -342,10 +342,10 @@ impl Config {
     /// The registry settings for a repository, matched on its registry as docker reads the
     /// name (`nginx` and `index.docker.io/library/nginx` are both `docker.io`).
     pub fn registry_for(&self, repository: &str) -> Option<&RegistryConfig> {
-        let host = crate::registry::RepoRef::parse(repository).host;
+        let host = crate::reference::RepoRef::parse(repository).host;
         self.registries
             .iter()
-            .find(|r| crate::registry::reference::canonical_host(&r.host) == host)
+            .find(|r| crate::reference::canonical_host(&r.host) == host)
     }
 }
 

@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use super::RegistryError;
 use super::auth::{self, Tokens};
 use super::creds::{Credential, CredentialError, CredentialSource};
-use super::reference;
 use super::wire::{self, Challenge};
 use crate::config::RegistryConfig;
 use crate::metrics::Metrics;
+use crate::reference;
 
 /// Largest body tagflow reads from a registry (manifests and tag lists are small).
 const MAX_BODY: usize = 8 * 1024 * 1024;

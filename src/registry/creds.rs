@@ -12,8 +12,8 @@ use tokio::sync::Mutex;
 
 use super::dockercfg::{self, DockerCreds};
 use super::helper::{self, HelperError};
-use super::reference::server_url;
 use crate::config::RegistryCredentials;
+use crate::reference::server_url;
 use crate::secret::{SecretError, SecretRef};
 
 /// What tagflow presents to a registry or its token service.

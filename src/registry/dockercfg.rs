@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::reference::auth_key_host;
+use crate::reference::auth_key_host;
 
 /// What `config.json` says to use for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,6 @@ mod client;
 pub mod creds;
 pub mod dockercfg;
 pub mod helper;
-pub mod reference;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -20,10 +19,10 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
+pub use crate::reference::RepoRef;
 pub use cache_file::CacheFile;
 pub use client::Client;
 pub use creds::CredentialError;
-pub use reference::RepoRef;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
