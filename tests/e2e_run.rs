@@ -16,14 +16,6 @@ fn slack_block(local: &Local, slack: &SlackCapture) -> String {
     format!("notify:\n  slack:\n    webhookUrl: {{file: {}}}\n", p(&f))
 }
 
-fn texts(slack: &SlackCapture) -> Vec<String> {
-    slack
-        .messages()
-        .iter()
-        .map(|m| m.body["text"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 /// A broken config commit keeps the last good config running, is alerted once (not once per
 /// cycle), and the next good commit takes over.
 #[test]
@@ -61,7 +53,8 @@ fn a_broken_config_keeps_the_last_good_one_and_alerts_once() {
         "{}",
         run.logs()
     );
-    let alerts: Vec<String> = texts(&slack)
+    let alerts: Vec<String> = slack
+        .texts()
         .into_iter()
         .filter(|t| t.contains("is invalid"))
         .collect();
@@ -94,13 +87,15 @@ fn a_broken_config_keeps_the_last_good_one_and_alerts_once() {
     // Fixing it is noticed and said once.
     repo.commit_files("main", &[("config/tagflow.yaml", &good)], "fix the config");
     let ok = eventually(Duration::from_secs(30), || {
-        texts(&slack)
+        slack
+            .texts()
             .into_iter()
             .find(|t| t.contains("valid again"))
     });
-    assert!(ok.is_some(), "{:?}", texts(&slack));
+    assert!(ok.is_some(), "{:?}", slack.texts());
     assert_eq!(
-        texts(&slack)
+        slack
+            .texts()
             .iter()
             .filter(|t| t.contains("is invalid"))
             .count(),

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Local, eventually, file_url, push_three, registry_block, tagflow};
+use common::{Local, commits_setting, eventually, file_url, push_three, registry_block, tagflow};
 use serde_json::{Value, json};
-use testbed::{BareRepo, KubeApi, Registry, RegistryOpts, Response, Scripted, SlackCapture};
+use testbed::{
+    BareRepo, KubeApi, Registry, RegistryOpts, Response, Scripted, SlackCapture, tag_in,
+};
 
 /// Generous guard for anything tagflow does in a few cycles; never a timing assertion.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -53,16 +55,6 @@ fn values(repository: &str, tag: &str) -> String {
     format!(
         "image:\n  repository: {repository}\n  tag: {tag} # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
     )
-}
-
-fn tag_in(values: &str) -> String {
-    values
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tag: "))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned()
 }
 
 fn hr_path(env: &str) -> String {
@@ -314,20 +306,6 @@ fn wait_phase(w: &World, key: &str, tag: &str, want: &str, replicas: &[&Replica]
     );
 }
 
-/// Commits whose message sets `env` to `tag` (`Tagflow-Set: env app …:tag`).
-fn commits_setting(w: &World, env: &str, tag: &str) -> Vec<testbed::Commit> {
-    w.repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.message.lines().any(|l| {
-                l.starts_with(&format!("Tagflow-Set: {env} app "))
-                    && l.contains(&format!(":{tag} "))
-            })
-        })
-        .collect()
-}
-
 fn thread_texts(w: &World) -> (Vec<String>, Vec<testbed::CapturedRequest>) {
     let api: Vec<_> = w
         .slack
@@ -351,7 +329,7 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
     let mut r = Replica::start(&w, "replica-a");
     wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &[&r]);
     assert!(
-        commits_setting(&w, "prod", "0f1e2d3").is_empty(),
+        commits_setting(&w.repo, "prod", "0f1e2d3").is_empty(),
         "no promotion before the approval"
     );
 
@@ -364,7 +342,7 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
     assert!(approve("b2c3d4e").starts_with("approved b2c3d4e for prod"));
     r.wait_more_cycles(2);
     assert!(
-        commits_setting(&w, "prod", "0f1e2d3").is_empty(),
+        commits_setting(&w.repo, "prod", "0f1e2d3").is_empty(),
         "an approval for another tag promoted"
     );
     assert_eq!(
@@ -377,8 +355,8 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
     assert!(r.alive());
 
     // Prod got exactly the tag and digest dev ran, through one commit.
-    let dev_set = commits_setting(&w, "dev", "0f1e2d3");
-    let prod_set = commits_setting(&w, "prod", "0f1e2d3");
+    let dev_set = commits_setting(&w.repo, "dev", "0f1e2d3");
+    let prod_set = commits_setting(&w.repo, "prod", "0f1e2d3");
     assert_eq!((dev_set.len(), prod_set.len()), (1, 1));
     let trailer = |c: &testbed::Commit, env: &str| {
         c.message
@@ -500,8 +478,8 @@ fn prod_smoke_failure_reverts_quarantines_alerts_once_and_is_not_repicked() {
     // The policy moves dev off the quarantined tag; nothing sets 0f1e2d3 again.
     wait_phase(&w, "dev/app", "b2c3d4e", "healthy", &[&r]);
     r.wait_more_cycles(3);
-    assert_eq!(commits_setting(&w, "dev", "0f1e2d3").len(), 1);
-    assert_eq!(commits_setting(&w, "prod", "0f1e2d3").len(), 1);
+    assert_eq!(commits_setting(&w.repo, "dev", "0f1e2d3").len(), 1);
+    assert_eq!(commits_setting(&w.repo, "prod", "0f1e2d3").len(), 1);
     let (texts, _) = thread_texts(&w);
     let failed: Vec<_> = texts.iter().filter(|t| t.contains("FAILED")).collect();
     assert_eq!(failed.len(), 1, "one alert: {texts:#?}");
@@ -561,12 +539,12 @@ fn killing_the_leader_mid_soak_hands_over_without_restarting_the_soak_or_a_dupli
     );
     assert!(since.is_string());
     assert_eq!(
-        commits_setting(&w, "dev", "0f1e2d3").len(),
+        commits_setting(&w.repo, "dev", "0f1e2d3").len(),
         1,
         "no duplicate dev commit"
     );
     assert_eq!(
-        commits_setting(&w, "prod", "0f1e2d3").len(),
+        commits_setting(&w.repo, "prod", "0f1e2d3").len(),
         1,
         "no duplicate promotion"
     );

@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Local, eventually, file_url, push_three, registry_block, tagflow};
+use common::{Local, commits_setting, eventually, file_url, push_three, registry_block, tagflow};
 use serde_json::Value;
 use testbed::{BareRepo, DeployedApps, Registry, RegistryOpts, SlackCapture, tag_in};
 
@@ -155,41 +155,19 @@ fn wait_phase(w: &World, key: &str, tag: &str, want: &str, r: &Replica) {
     );
 }
 
-/// Commits whose message sets `env` to `tag` (`Tagflow-Set: env app …:tag`).
-fn commits_setting(w: &World, env: &str, tag: &str) -> Vec<testbed::Commit> {
-    w.repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.message.lines().any(|l| {
-                l.starts_with(&format!("Tagflow-Set: {env} app "))
-                    && l.contains(&format!(":{tag} "))
-            })
-        })
-        .collect()
-}
-
-fn texts(w: &World) -> Vec<String> {
-    w.slack
-        .messages()
-        .iter()
-        .map(|m| m.body["text"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 #[test]
 #[ignore = "real servers: run by scripts/test"]
 fn happy_path_dev_then_prod_behind_soak_and_approval_with_state_in_git() {
     let w = world("{soak: 2s, approval: true}");
     let r = Replica::start(&w, "a");
     wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &r);
-    assert!(commits_setting(&w, "prod", "0f1e2d3").is_empty());
+    assert!(commits_setting(&w.repo, "prod", "0f1e2d3").is_empty());
     let out = common::run(tagflow().args(["approve", "prod", "0f1e2d3", "--repo", &w.url]));
     assert!(out.status.success(), "{}", common::logs(&out));
     wait_phase(&w, "prod/app", "0f1e2d3", "healthy", &r);
     let (dev, prod) = (
-        commits_setting(&w, "dev", "0f1e2d3"),
-        commits_setting(&w, "prod", "0f1e2d3"),
+        commits_setting(&w.repo, "dev", "0f1e2d3"),
+        commits_setting(&w.repo, "prod", "0f1e2d3"),
     );
     assert_eq!((dev.len(), prod.len()), (1, 1), "one commit each");
     assert_eq!(
@@ -198,7 +176,7 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_with_state_in_git() {
         "prod got the very tag and digest dev ran"
     );
     // Every step reached Slack through the incoming webhook (no bot: flat messages).
-    let all = texts(&w).join("\n");
+    let all = w.slack.texts().join("\n");
     for step in [
         "dev: smoke check OK",
         "dev: soak done",
@@ -245,8 +223,10 @@ fn prod_smoke_failure_reverts_and_quarantines_with_state_in_git() {
     assert!(q.contains("image: \"app\", tag: \"0f1e2d3\""), "{q}");
     // The policy moves dev off the quarantined tag.
     wait_phase(&w, "dev/app", "b2c3d4e", "healthy", &r);
-    assert_eq!(commits_setting(&w, "prod", "0f1e2d3").len(), 1);
-    let failed: Vec<String> = texts(&w)
+    assert_eq!(commits_setting(&w.repo, "prod", "0f1e2d3").len(), 1);
+    let failed: Vec<String> = w
+        .slack
+        .texts()
         .into_iter()
         .filter(|t| t.contains("FAILED"))
         .collect();
@@ -270,12 +250,12 @@ fn a_restart_mid_soak_resumes_the_soak_without_a_duplicate_commit() {
     );
     assert!(since.is_string());
     assert_eq!(
-        commits_setting(&w, "dev", "0f1e2d3").len(),
+        commits_setting(&w.repo, "dev", "0f1e2d3").len(),
         1,
         "no duplicate dev commit"
     );
     assert_eq!(
-        commits_setting(&w, "prod", "0f1e2d3").len(),
+        commits_setting(&w.repo, "prod", "0f1e2d3").len(),
         1,
         "no duplicate promotion"
     );

@@ -209,15 +209,21 @@ impl Checkout {
         format!("refs/remotes/origin/{}", self.branch)
     }
 
+    /// Options for every fetch: this remote's credentials, no tags.
+    fn fetch_options(&self) -> git2::FetchOptions<'_> {
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(self.auth.callbacks(&self.remote));
+        opts.download_tags(git2::AutotagOption::None);
+        opts
+    }
+
     /// Fetch the branch; returns the remote head.
     pub fn fetch(&self) -> Result<Oid, GitError> {
         let mut remote = self
             .repo
             .find_remote("origin")
             .map_err(git_err("find origin"))?;
-        let mut opts = git2::FetchOptions::new();
-        opts.remote_callbacks(self.auth.callbacks(&self.remote));
-        opts.download_tags(git2::AutotagOption::None);
+        let mut opts = self.fetch_options();
         let spec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
         remote
             .fetch(&[&spec], Some(&mut opts), None)

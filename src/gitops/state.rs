@@ -18,9 +18,7 @@ impl Checkout {
             .repo
             .find_remote("origin")
             .map_err(git_err("find origin"))?;
-        let mut opts = git2::FetchOptions::new();
-        opts.remote_callbacks(self.auth.callbacks(&self.remote));
-        opts.download_tags(git2::AutotagOption::None);
+        let mut opts = self.fetch_options();
         opts.prune(git2::FetchPrune::Off);
         // Ask what the remote has first: fetching a ref it lacks would fail the whole fetch.
         remote

@@ -341,3 +341,16 @@ pub fn scenario(
     ]);
     (reg, local, repo)
 }
+
+/// Commits on `main` whose message sets `env` to `tag` (`Tagflow-Set: env app …:tag`).
+pub fn commits_setting(repo: &BareRepo, env: &str, tag: &str) -> Vec<testbed::Commit> {
+    repo.log("main")
+        .into_iter()
+        .filter(|c| {
+            c.message.lines().any(|l| {
+                l.starts_with(&format!("Tagflow-Set: {env} app "))
+                    && l.contains(&format!(":{tag} "))
+            })
+        })
+        .collect()
+}

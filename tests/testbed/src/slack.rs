@@ -87,6 +87,14 @@ impl SlackCapture {
         self.state.captured.lock().unwrap().clone()
     }
 
+    /// The `text` of every request received so far, in order.
+    pub fn texts(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .map(|m| m.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Requests answered 2xx so far.
     pub fn delivered(&self) -> Vec<CapturedRequest> {
         self.messages()
