@@ -22,81 +22,84 @@ pub struct TlsFiles {
 
 /// Generate a CA and a leaf cert in `dir` with the openssl CLI (rustls rejects a self-signed leaf).
 pub fn make_tls(dir: &Path) -> TlsFiles {
-    let openssl = find_bin("openssl");
-    let t = Duration::from_secs(30);
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    run_checked(
-        Command::new(&openssl).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.crt"),
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=tagflow testbed CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]),
-        t,
-    );
-    run_checked(
-        Command::new(&openssl).args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &p("server.key"),
-            "-out",
-            &p("server.csr"),
-            "-subj",
-            "/CN=127.0.0.1",
-        ]),
-        t,
-    );
-    fs::write(
-        dir.join("server.ext"),
+    issue(
+        dir,
+        ("ca", "tagflow testbed CA"),
+        ("server", "127.0.0.1"),
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
          extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write server.ext");
-    run_checked(
-        Command::new(&openssl).args([
-            "x509",
-            "-req",
-            "-in",
-            &p("server.csr"),
-            "-CA",
-            &p("ca.crt"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &p("server.crt"),
-            "-days",
-            "3650",
-            "-extfile",
-            &p("server.ext"),
-        ]),
-        t,
+        ("PEM", "server.crt"),
     );
     TlsFiles {
         ca_cert: dir.join("ca.crt"),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
     }
+}
+
+/// With the openssl CLI in `dir`: a fresh P-256 CA (`<ca>.key`, `<ca>.crt`, subject `ca_cn`)
+/// and a leaf key `<leaf>.key` whose certificate (subject `leaf_cn`, extensions `ext`) the CA
+/// signs into `out` in `form` (PEM or DER).
+fn issue(
+    dir: &Path,
+    (ca, ca_cn): (&str, &str),
+    (leaf, leaf_cn): (&str, &str),
+    ext: &str,
+    (form, out): (&str, &str),
+) {
+    let openssl = find_bin("openssl");
+    let t = Duration::from_secs(30);
+    let p = |name: String| dir.join(name).to_string_lossy().into_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run_checked(
+        Command::new(&openssl)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args([
+                "-keyout",
+                &p(format!("{ca}.key")),
+                "-out",
+                &p(format!("{ca}.crt")),
+            ])
+            .args(["-days", "3650", "-subj", &format!("/CN={ca_cn}")])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+        t,
+    );
+    run_checked(
+        Command::new(&openssl)
+            .arg("req")
+            .args(ec)
+            .args([
+                "-keyout",
+                &p(format!("{leaf}.key")),
+                "-out",
+                &p(format!("{leaf}.csr")),
+            ])
+            .args(["-subj", &format!("/CN={leaf_cn}")]),
+        t,
+    );
+    let ext_file = p(format!("{leaf}.ext"));
+    fs::write(&ext_file, ext).expect("write the extensions file");
+    run_checked(
+        Command::new(&openssl)
+            .args(["x509", "-req", "-in", &p(format!("{leaf}.csr"))])
+            .args([
+                "-CA",
+                &p(format!("{ca}.crt")),
+                "-CAkey",
+                &p(format!("{ca}.key")),
+            ])
+            .args(["-CAcreateserial", "-days", "3650", "-extfile", &ext_file])
+            .args(["-outform", form, "-out", &p(out.to_owned())]),
+        t,
+    );
 }
 
 /// Random lowercase hex of `bytes` bytes (time, pid and a counter hashed; good enough for tests).
@@ -127,63 +130,16 @@ pub struct SignerFiles {
 
 /// Make a CA and a P-256 signing certificate in `dir` with the openssl CLI.
 pub fn make_signer(dir: &Path) -> SignerFiles {
-    let openssl = find_bin("openssl");
-    let t = Duration::from_secs(30);
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run_checked(
-        Command::new(&openssl)
-            .args(["req", "-x509"])
-            .args(ec)
-            .args(["-keyout", &p("token-ca.key"), "-out", &p("token-ca.crt")])
-            .args(["-days", "3650", "-subj", "/CN=tagflow testbed token CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
-        t,
-    );
-    run_checked(
-        Command::new(&openssl)
-            .arg("req")
-            .args(ec)
-            .args(["-keyout", &p("signer.key"), "-out", &p("signer.csr")])
-            .args(["-subj", "/CN=tagflow testbed token signer"]),
-        t,
-    );
-    fs::write(
-        dir.join("signer.ext"),
+    issue(
+        dir,
+        ("token-ca", "tagflow testbed token CA"),
+        ("signer", "tagflow testbed token signer"),
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
-    )
-    .expect("write signer.ext");
-    run_checked(
-        Command::new(&openssl).args([
-            "x509",
-            "-req",
-            "-in",
-            &p("signer.csr"),
-            "-CA",
-            &p("token-ca.crt"),
-            "-CAkey",
-            &p("token-ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-extfile",
-            &p("signer.ext"),
-            "-outform",
-            "DER",
-            "-out",
-            &p("signer.der"),
-        ]),
-        t,
+        ("DER", "signer.der"),
     );
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
     run_checked(
-        Command::new(&openssl).args([
+        Command::new(find_bin("openssl")).args([
             "pkcs8",
             "-topk8",
             "-nocrypt",
@@ -194,7 +150,7 @@ pub fn make_signer(dir: &Path) -> SignerFiles {
             "-out",
             &p("signer.p8"),
         ]),
-        t,
+        Duration::from_secs(30),
     );
     SignerFiles {
         ca_cert: dir.join("token-ca.crt"),
