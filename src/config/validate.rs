@@ -8,15 +8,6 @@ use super::{Config, Order, Report};
 use crate::rewrite;
 
 pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
-    if c.images.is_empty() {
-        r.at(&["images"], "images: at least one image is needed");
-    }
-    if c.environments.is_empty() {
-        r.at(
-            &["environments"],
-            "environments: at least one environment is needed",
-        );
-    }
     let mut hosts = BTreeSet::new();
     for (i, reg) in c.registries.iter().enumerate() {
         let idx = i.to_string();
@@ -167,7 +158,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                 );
             }
             for (img, target) in images {
-                if !c.images.contains_key(img) {
+                if !c.images.contains_key(img) && !r.unparsed("images", img) {
                     r.at(
                         &["environments", env_name, "images", img],
                         format!(
