@@ -11,6 +11,10 @@ use regex::Regex;
 
 use crate::config::{Direction, Order, PolicyConfig};
 
+mod range;
+
+pub use range::{Range, RangeError};
+
 /// A compiled policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -20,7 +24,7 @@ pub struct Policy {
     /// The ordering.
     pub order: Order,
     direction: Direction,
-    range: Option<semver::VersionReq>,
+    range: Option<Range>,
     allow_numeric_semver: bool,
 }
 
@@ -32,7 +36,7 @@ pub enum PolicyError {
     Regex(#[from] regex::Error),
     /// Bad semver range.
     #[error("failed to parse semver range: {0}")]
-    Range(#[from] semver::Error),
+    Range(#[from] RangeError),
 }
 
 /// A tag that passed the filter, with the value the ordering looks at.
@@ -155,11 +159,7 @@ impl Policy {
                 .collect::<Result<_, _>>()?,
             order: c.order,
             direction: c.direction,
-            range: c
-                .range
-                .as_deref()
-                .map(semver::VersionReq::parse)
-                .transpose()?,
+            range: c.range.as_deref().map(Range::parse).transpose()?,
             allow_numeric_semver: c.allow_numeric_semver,
         })
     }

@@ -121,6 +121,16 @@ fn table_of_orderings() {
             &["1.2.3", "v1.10.0", "1.9.9"],
             Some("1.9.9"),
         ),
+        (
+            "{tags: '.*', order: semver, range: '>=1.0.0 <2.0.0 || 3.1.x'}",
+            &["1.2.3", "v1.10.0", "2.5.0", "3.1.4", "3.2.0", "3.1.5-rc.1"],
+            Some("3.1.4"),
+        ),
+        (
+            "{tags: '.*', order: semver, range: '1.2 - 1.4.5'}",
+            &["1.4.5", "1.4.6", "1.1.0"],
+            Some("1.4.5"),
+        ),
         ("{tags: '.*', order: semver}", &["1234567", "7654321"], None),
         (
             "{tags: '.*', order: semver, allowNumericSemver: true}",

@@ -117,7 +117,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     &pol("range"),
                     format!("images.{name}.policy.range: only used with order: semver"),
                 );
-            } else if let Err(e) = semver::VersionReq::parse(range) {
+            } else if let Err(e) = crate::policy::Range::parse(range) {
                 r.at(
                     &pol("range"),
                     format!("images.{name}.policy.range: bad semver range {range:?}: {e}"),
