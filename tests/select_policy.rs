@@ -64,6 +64,15 @@ fn registry(images: &[(&str, Duration)]) -> Scripted {
     })
 }
 
+/// Config blobs read: one per tag whose build time was needed.
+fn blob_reads(server: &Scripted) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .count()
+}
+
 async fn select(server: &Scripted, policy: &str) -> Result<tagflow::plan::Desired, String> {
     let host = server.base_url.trim_start_matches("http://");
     let text = format!(
@@ -104,12 +113,7 @@ async fn min_age_reads_build_times_for_semver_and_keeps_the_older_tag() {
         "{}",
         d.reason
     );
-    let blob_reads = server
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/blobs/"))
-        .count();
-    assert_eq!(blob_reads, 3, "each tag's build time was read");
+    assert_eq!(blob_reads(&server), 3, "each tag's build time was read");
 
     // Without minAge, semver needs no build times and takes the newest.
     let plain = registry(&[
@@ -120,12 +124,7 @@ async fn min_age_reads_build_times_for_semver_and_keeps_the_older_tag() {
         .await
         .expect("a tag");
     assert_eq!(d.tag, "1.2.0");
-    let blob_reads = plain
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/blobs/"))
-        .count();
-    assert_eq!(blob_reads, 1, "only the winner is resolved");
+    assert_eq!(blob_reads(&plain), 1, "only the winner is resolved");
 }
 
 #[tokio::test]
