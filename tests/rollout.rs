@@ -337,7 +337,11 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
 
     // An approval for another tag does nothing.
     let approve = |tag: &str| {
-        let out = common::run(tagflow().args(["approve", "prod", tag, "--repo", &w.url]));
+        let out = common::run(
+            tagflow()
+                .args(["approve", "prod", tag, "--repo", &w.url])
+                .env("TAGFLOW_SECRET_HOSTS", "127.0.0.1"),
+        );
         assert!(out.status.success(), "{}", common::logs(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
