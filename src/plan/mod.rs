@@ -248,6 +248,41 @@ pub fn describe(c: &EnvChange) -> String {
     )
 }
 
+/// Changes listed one per line in commit messages; past it, counts per environment.
+pub const MAX_LISTED: usize = 200;
+/// (environment, image) pairs given trailers; past it, one `Tagflow-Truncated:` line (those
+/// images cannot be followed from git alone if the state is lost).
+pub const MAX_TRAILERS: usize = 500;
+
+/// `changes` as lines (`describe` + file:line), at most `max`; past it, a last line with how
+/// many more and their count per environment, so a 10,000-image cycle stays readable (pure).
+pub fn listed(changes: &[EnvChange], max: usize, with_place: bool) -> Vec<String> {
+    let mut lines: Vec<String> = changes
+        .iter()
+        .take(max)
+        .map(|c| {
+            if with_place {
+                format!("{} ({}:{})", describe(c), c.change.file, c.change.line)
+            } else {
+                describe(c)
+            }
+        })
+        .collect();
+    if changes.len() > max {
+        let mut per_env: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &changes[max..] {
+            *per_env.entry(c.env.as_str()).or_default() += 1;
+        }
+        let counts: Vec<String> = per_env.iter().map(|(e, n)| format!("{e}: {n}")).collect();
+        lines.push(format!(
+            "… and {} more changes ({})",
+            changes.len() - max,
+            counts.join(", ")
+        ));
+    }
+    lines
+}
+
 /// Commit message: a subject from the template, a line per change, and trailers per image set:
 /// what it set and, when known, what it replaced (see [`trailer`]).
 pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &PerEnv) -> String {
@@ -275,11 +310,18 @@ pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &P
     };
     let mut msg = subject_template.replace("{summary}", &summary);
     msg.push_str("\n\n");
-    for c in changes {
-        let _ = writeln!(msg, "{} ({}:{})", describe(c), c.change.file, c.change.line);
+    for line in listed(changes, MAX_LISTED, true) {
+        let _ = writeln!(msg, "{line}");
     }
     msg.push('\n');
-    for (env, img) in moved.keys() {
+    if moved.len() > MAX_TRAILERS {
+        let _ = writeln!(
+            msg,
+            "Tagflow-Truncated: {} more images set",
+            moved.len() - MAX_TRAILERS
+        );
+    }
+    for (env, img) in moved.keys().take(MAX_TRAILERS) {
         if let Some(d) = desired_in(env, img) {
             let _ = writeln!(
                 msg,
@@ -438,5 +480,53 @@ mod tests {
             "{}",
             p.message
         );
+    }
+
+    /// A cycle that moved `n` images in each of dev and prod.
+    fn huge(n: usize) -> (Vec<EnvChange>, PerEnv) {
+        let mut changes = Vec::new();
+        let mut per_env = PerEnv::new();
+        for env in ["dev", "prod"] {
+            for i in 0..n {
+                let image = format!("app{i:05}");
+                changes.push(EnvChange {
+                    env: env.into(),
+                    change: Change {
+                        file: format!("envs/{env}/patch.yaml"),
+                        image: image.clone(),
+                        field: rewrite::Field::Tag,
+                        line: i + 1,
+                        old: "a1b2c3d".into(),
+                        new: "0f1e2d3".into(),
+                    },
+                });
+                let mut d = desired("0f1e2d3").remove("app").expect("app");
+                d.image.clone_from(&image);
+                per_env.entry(env.into()).or_default().insert(image, d);
+            }
+        }
+        (changes, per_env)
+    }
+
+    #[test]
+    fn a_huge_change_is_summarised_past_the_limits() {
+        let (changes, per_env) = huge(5_000);
+        let msg = commit_message("tagflow: {summary}", &changes, &per_env);
+        assert!(
+            msg.starts_with("tagflow: update 10000 images in dev, prod\n"),
+            "{}",
+            &msg[..80]
+        );
+        assert!(
+            msg.contains("\n… and 9800 more changes (dev: 4800, prod: 5000)\n"),
+            "counted per environment"
+        );
+        assert!(msg.contains("Tagflow-Truncated: 9500 more images set\n"));
+        assert_eq!(msg.matches("\nTagflow-Set: ").count(), MAX_TRAILERS);
+        assert!(msg.len() < 150_000, "{} bytes", msg.len());
+        let (few, few_env) = huge(3);
+        let small = commit_message("tagflow: {summary}", &few, &few_env);
+        assert!(!small.contains("more changes") && !small.contains("Truncated"));
+        assert_eq!(listed(&few, 10, false).len(), 6);
     }
 }
