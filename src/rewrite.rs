@@ -14,6 +14,7 @@ mod verify;
 
 use std::fmt;
 
+use crate::reference::{ImageRef, RepoRef};
 use crate::yamlspan::{self, YamlError};
 use targets::{check_coverage, marker_hits, path_hits, path_list};
 
@@ -294,7 +295,7 @@ pub fn rewrite(
         };
         let current = scalar::editable(src, hit.node).map_err(unsupported)?;
         let new = match hit.field {
-            Field::Full => format!("{}:{}", update.repository, update.tag),
+            Field::Full => full_reference(&current.value, update),
             Field::Name => update.repository.clone(),
             Field::Tag => update.tag.clone(),
             Field::Digest => update
@@ -339,6 +340,19 @@ pub fn rewrite(
         output: output.into_bytes(),
         changes,
     })
+}
+
+/// `name:tag`, or `name:tag@digest` when the update has a digest (as Flux writes a policy's
+/// latest reference). `name` keeps the file's spelling when it names the update's repository
+/// (`nginx` stays `nginx`, not `docker.io/library/nginx`).
+fn full_reference(current: &str, update: &ImageUpdate) -> String {
+    let written = ImageRef::split(current).name;
+    let same = !written.is_empty() && RepoRef::parse(written) == RepoRef::parse(&update.repository);
+    let name = if same { written } else { &update.repository };
+    match &update.digest {
+        Some(digest) => format!("{name}:{}@{digest}", update.tag),
+        None => format!("{name}:{}", update.tag),
+    }
 }
 
 /// Validates everything an update would write before the file is even parsed.

@@ -192,6 +192,8 @@ golden! {
     quote_semver_and_date_tags_stay_plain,
     setter_digest_replaces_old_digest,
     setter_full,
+    setter_full_keeps_digest_pin,
+    setter_full_keeps_repository_spelling,
     setter_name_and_tag_with_port_host,
     setter_tag_and_digest_dev_values,
     several_images,

@@ -9,6 +9,8 @@ use git2::Oid;
 use super::{EnvPolicy, Phase, Pinned, Promotion, Rollout, State};
 use crate::config::{self, Config};
 use crate::plan::{Desired, EnvChange, PerEnv};
+use crate::reference::ImageRef;
+use crate::rewrite::Field;
 use crate::rollout;
 
 /// How often rollouts in flight are looked at when no watch event comes first.
@@ -184,23 +186,29 @@ fn promoting(cfg: &Config, state: &State, env: &str, image: &str, pinned: &Pinne
         .is_some_and(|s| s.phase == Phase::Healthy && s.pinned == *pinned)
 }
 
-/// The tag and digest an environment's file had before this commit, from the change list.
+/// The tag and digest an environment's file had before this commit, from the change list. A
+/// full reference (`host:5000/app:v1@sha256:…`) gives its tag, and its digest when no `:digest`
+/// target did.
 fn old_values(changes: &[EnvChange], env: &str, image: &str) -> Option<Pinned> {
     let mine = changes
         .iter()
         .filter(|c| c.env == env && c.change.image == image);
     let mut tag = None;
-    let mut digest = String::new();
+    let mut digest = None;
+    let mut pinned_in_full = None;
     for c in mine {
         match c.change.field {
-            crate::rewrite::Field::Tag => tag = Some(c.change.old.clone()),
-            crate::rewrite::Field::Digest => digest = c.change.old.clone(),
-            crate::rewrite::Field::Full => {
-                tag = c.change.old.rsplit_once(':').map(|(_, t)| t.to_owned());
+            Field::Tag => tag = Some(c.change.old.clone()),
+            Field::Digest => digest = Some(c.change.old.clone()),
+            Field::Full => {
+                let old = ImageRef::split(&c.change.old);
+                tag = old.tag.map(str::to_owned);
+                pinned_in_full = old.digest.map(str::to_owned);
             }
-            crate::rewrite::Field::Name => {}
+            Field::Name => {}
         }
     }
+    let digest = digest.or(pinned_in_full).unwrap_or_default();
     tag.filter(|t| !t.is_empty())
         .map(|tag| Pinned { tag, digest })
 }

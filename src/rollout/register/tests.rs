@@ -239,3 +239,49 @@ fn env_policy_takes_the_gate_of_the_environment_promoted_from_it() {
     );
     assert!(wants_rollouts(&cfg()));
 }
+
+#[test]
+fn old_values_read_tag_and_digest_out_of_full_references() {
+    let full = |old: &str| EnvChange {
+        change: Change {
+            field: Field::Full,
+            ..change("dev", old, "unused").change
+        },
+        env: "dev".into(),
+    };
+    let pinned = |tag: &str, digest: &str| {
+        Some(Pinned {
+            tag: tag.into(),
+            digest: digest.into(),
+        })
+    };
+    let cases = [
+        ("r.example.com/app:v2.3.0", pinned("v2.3.0", "")),
+        (
+            "r.example.com/app:v2.3.0@sha256:ab",
+            pinned("v2.3.0", "sha256:ab"),
+        ),
+        ("host:5000/team/app:a1b2c3d", pinned("a1b2c3d", "")),
+        ("host:5000/team/app", None),
+        ("host:5000/team/app@sha256:ab", None),
+    ];
+    for (old, want) in cases {
+        assert_eq!(old_values(&[full(old)], "dev", "app"), want, "{old:?}");
+    }
+    let digest = EnvChange {
+        change: Change {
+            field: Field::Digest,
+            ..change("dev", "sha256:cd", "unused").change
+        },
+        env: "dev".into(),
+    };
+    assert_eq!(
+        old_values(
+            &[full("r.example.com/app:v1@sha256:ab"), digest],
+            "dev",
+            "app"
+        ),
+        pinned("v1", "sha256:cd"),
+        "a :digest target's old value wins over the full reference's"
+    );
+}
