@@ -159,9 +159,9 @@ pub enum RewriteError {
         /// What was looked for.
         detail: String,
     },
-    /// One field of one image is targeted more than once.
+    /// One field of one image is targeted both by a configured path and by a marker.
     #[error(
-        "{file}: the {field} of image {image} is targeted more than once (lines {}); refusing to guess",
+        "{file}: the {field} of image {image} is targeted by both a path and a marker (lines {}); refusing to guess which is meant",
         join(lines)
     )]
     DuplicateTarget {

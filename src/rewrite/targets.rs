@@ -16,6 +16,8 @@ pub(super) struct Hit<'d> {
     pub node: &'d Node,
     /// Line reported for the target (the marker's line, or the node's).
     pub line: usize,
+    /// Found through a configured path rather than a marker.
+    pub by_path: bool,
 }
 
 /// The path targets that are set, with their fields.
@@ -123,6 +125,7 @@ pub(super) fn marker_hits<'d>(
                 field,
                 node,
                 line,
+                by_path: false,
             });
         }
     }
@@ -149,13 +152,16 @@ pub(super) fn path_hits<'d>(
                 field,
                 node,
                 line: node.line,
+                by_path: true,
             });
         }
     }
     Ok(hits)
 }
 
-/// Every update has a target; no field is hit twice; no scalar is hit by two fields.
+/// Every update has a target; no field is hit by both a marker and a path; no scalar is hit
+/// by two fields. Several markers of one policy and field are fine: Flux sets them all (an init
+/// container and the app container sharing an image).
 pub(super) fn check_coverage(
     file: &str,
     updates: &[ImageUpdate],
@@ -175,16 +181,17 @@ pub(super) fn check_coverage(
             });
         }
     }
-    let mut by_field: BTreeMap<(usize, Field), Vec<usize>> = BTreeMap::new();
+    let mut by_field: BTreeMap<(usize, Field), Vec<&Hit<'_>>> = BTreeMap::new();
     let mut by_node: BTreeMap<usize, (usize, Field)> = BTreeMap::new();
     for hit in hits {
         by_field
             .entry((hit.update, hit.field))
             .or_default()
-            .push(hit.line);
+            .push(hit);
     }
-    for ((update, field), mut lines) in by_field {
-        if lines.len() > 1 {
+    for ((update, field), group) in by_field {
+        if group.len() > 1 && group.iter().any(|h| h.by_path) {
+            let mut lines: Vec<usize> = group.iter().map(|h| h.line).collect();
             lines.sort_unstable();
             return Err(RewriteError::DuplicateTarget {
                 file: file.to_string(),

@@ -137,7 +137,7 @@ fn errors() {
                 u.paths.tag = Some("t".into());
                 u
             }],
-            "more than once (lines 1, 1)",
+            "both a path and a marker (lines 1, 1)",
         ),
         (
             "t: x\n".to_string(),
