@@ -140,7 +140,7 @@ pub enum RewriteError {
         /// Line of the first invalid byte.
         line: usize,
     },
-    /// The file is not a single well-formed YAML document.
+    /// The file is not well-formed YAML.
     #[error("failed to parse {file}: {source}")]
     Parse {
         /// File name.
@@ -185,6 +185,22 @@ pub enum RewriteError {
         first: String,
         /// `image field` of the other.
         second: String,
+    },
+    /// A path exists in more than one document of the file.
+    #[error(
+        "{file}: path {path} of image {image} exists in several documents (lines {}); a path names one place, so tagflow refuses to pick one: use a setter marker in multi-document files",
+        join(lines)
+    )]
+    AmbiguousPath {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// The path.
+        path: String,
+        /// Line of the path's target in each document that has it (boxed: keeps the error
+        /// small).
+        lines: Box<[usize]>,
     },
     /// A value to write (or a setter/path in the update) is invalid.
     #[error("invalid {what} {value:?} for image {image} (rewriting {file}): {reason}")]
@@ -275,12 +291,12 @@ pub fn rewrite(
     for update in updates {
         check_update(file, update)?;
     }
-    let doc = yamlspan::parse(src).map_err(|source| RewriteError::Parse {
+    let docs = yamlspan::parse_stream(src).map_err(|source| RewriteError::Parse {
         file: file.to_string(),
         source,
     })?;
-    let mut hits = marker_hits(file, src, &doc, updates)?;
-    hits.extend(path_hits(file, &doc, updates)?);
+    let mut hits = marker_hits(file, src, &docs, updates)?;
+    hits.extend(path_hits(file, &docs, updates)?);
     check_coverage(file, updates, &hits)?;
 
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
@@ -335,7 +351,7 @@ pub fn rewrite(
         at = span.end;
     }
     output.push_str(src.get(at..).unwrap_or_default());
-    verify::verify(file, &doc, &output, &edits, &changes)?;
+    verify::verify(file, &docs, &output, &edits, &changes)?;
     Ok(Rewritten {
         output: output.into_bytes(),
         changes,

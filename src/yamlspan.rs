@@ -169,7 +169,17 @@ impl Document {
 /// # Errors
 /// Syntax errors, more than one document, duplicate mapping keys, nesting deeper than 256.
 pub fn parse(src: &str) -> Result<Document, YamlError> {
-    Builder::new(src).run()
+    let mut docs = Builder::new(src, true).run()?;
+    Ok(docs.pop().unwrap_or(Document { root: None }))
+}
+
+/// Parses every document of a stream (`---` between them, `...` ends allowed), in order; an
+/// empty file gives no document. Spans are byte offsets into the whole of `src`.
+///
+/// # Errors
+/// Syntax errors, duplicate mapping keys, nesting deeper than 256.
+pub fn parse_stream(src: &str) -> Result<Vec<Document>, YamlError> {
+    Builder::new(src, false).run()
 }
 
 /// A collection being built.
@@ -196,10 +206,14 @@ struct Builder<'a> {
     stack: Vec<Open>,
     root: Option<Node>,
     documents: usize,
+    /// Refuse a second document.
+    single: bool,
+    /// The documents finished so far.
+    done: Vec<Document>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(src: &'a str) -> Self {
+    fn new(src: &'a str, single: bool) -> Self {
         let body = src.strip_prefix('\u{feff}').unwrap_or(src);
         // saphyr-parser's Marker::index counts characters, not bytes.
         let char_to_byte = if body.is_ascii() {
@@ -218,6 +232,8 @@ impl<'a> Builder<'a> {
             stack: Vec::new(),
             root: None,
             documents: 0,
+            single,
+            done: Vec::new(),
         }
     }
 
@@ -254,7 +270,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn run(mut self) -> Result<Document, YamlError> {
+    fn run(mut self) -> Result<Vec<Document>, YamlError> {
         for event in Parser::new_from_str(self.body) {
             let (event, span) = event.map_err(|e| YamlError {
                 line: e.marker().line(),
@@ -263,7 +279,7 @@ impl<'a> Builder<'a> {
             })?;
             self.event(event, &span)?;
         }
-        Ok(Document { root: self.root })
+        Ok(self.done)
     }
 
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), YamlError> {
@@ -276,10 +292,9 @@ impl<'a> Builder<'a> {
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
-                if self.documents > 1 {
+                if self.single && self.documents > 1 {
                     return Err(at(
-                        "more than one YAML document; tagflow edits single-document files only"
-                            .to_string(),
+                        "more than one YAML document; this file must hold exactly one".to_string(),
                     ));
                 }
             }
@@ -363,7 +378,10 @@ impl<'a> Builder<'a> {
                 };
                 self.push(node)?;
             }
-            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+            Event::DocumentEnd => self.done.push(Document {
+                root: self.root.take(),
+            }),
+            Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
         }
         Ok(())
     }

@@ -49,27 +49,27 @@ pub(super) fn line_at(src: &str, offset: usize) -> usize {
 pub(super) fn marker_hits<'d>(
     file: &str,
     src: &str,
-    doc: &'d Document,
+    docs: &'d [Document],
     updates: &[ImageUpdate],
 ) -> Result<Vec<Hit<'d>>, RewriteError> {
     let mut hits = Vec::new();
-    let Some(root) = &doc.root else {
-        return Ok(hits);
-    };
     if !updates.iter().any(|u| u.setter.is_some()) {
         return Ok(hits);
     }
     // Value scalars and aliases by where their text ends, so a comment finds the value before it.
+    // Spans are offsets into the whole file, so every document goes into one map.
     let mut spans = Vec::new();
     let mut by_end: BTreeMap<usize, &'d Node> = BTreeMap::new();
-    root.walk(&mut |node, is_key| {
-        if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
-            spans.push(node.span.clone());
-            if !is_key && !node.span.is_empty() {
-                by_end.insert(node.span.end, node);
+    for root in docs.iter().filter_map(|d| d.root.as_ref()) {
+        root.walk(&mut |node, is_key| {
+            if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
+                spans.push(node.span.clone());
+                if !is_key && !node.span.is_empty() {
+                    by_end.insert(node.span.end, node);
+                }
             }
-        }
-    });
+        });
+    }
     for comment in marker::comments(src, &spans) {
         let text = src
             .get(comment.span.start + 1..comment.span.end)
@@ -132,21 +132,37 @@ pub(super) fn marker_hits<'d>(
     Ok(hits)
 }
 
-/// Targets found through dotted YAML paths.
+/// Targets found through dotted YAML paths. In a multi-document file a path must exist in
+/// exactly one document: a path names one place, and guessing which document is meant could
+/// deploy an image to the wrong object.
 pub(super) fn path_hits<'d>(
     file: &str,
-    doc: &'d Document,
+    docs: &'d [Document],
     updates: &[ImageUpdate],
 ) -> Result<Vec<Hit<'d>>, RewriteError> {
     let mut hits = Vec::new();
     for (i, update) in updates.iter().enumerate() {
         for (field, path) in path_list(&update.paths) {
             let steps: Vec<&str> = path.split('.').collect();
-            let node = doc.get(&steps).ok_or_else(|| RewriteError::NoTarget {
-                file: file.to_string(),
-                image: update.image.clone(),
-                detail: format!("path {path} ({field}) does not exist"),
-            })?;
+            let found: Vec<&Node> = docs.iter().filter_map(|d| d.get(&steps)).collect();
+            let node = match found.as_slice() {
+                [node] => *node,
+                [] => {
+                    return Err(RewriteError::NoTarget {
+                        file: file.to_string(),
+                        image: update.image.clone(),
+                        detail: format!("path {path} ({field}) does not exist"),
+                    });
+                }
+                several => {
+                    return Err(RewriteError::AmbiguousPath {
+                        file: file.to_string(),
+                        image: update.image.clone(),
+                        path: path.to_string(),
+                        lines: several.iter().map(|n| n.line).collect(),
+                    });
+                }
+            };
             hits.push(Hit {
                 update: i,
                 field,

@@ -136,3 +136,15 @@ fn crlf_spans() {
     assert_eq!(&src[scalar(&doc, &["c"]).2], "'d'");
     assert_eq!(doc.line_of(&["c"]), Some(2));
 }
+
+#[test]
+fn streams_hold_every_document_with_whole_file_spans() {
+    let src = "---\na: 1\n...\n# between\n---\nb: 'x'\n---\n";
+    let docs = parse_stream(src).unwrap();
+    assert_eq!(docs.len(), 3, "{docs:?}");
+    assert_eq!(&src[scalar(&docs[1], &["b"]).2], "'x'");
+    assert_eq!(docs[1].line_of(&["b"]), Some(6));
+    assert_eq!(docs[2].root.as_ref().and_then(Node::as_str), Some(""));
+    assert!(parse_stream("").unwrap().is_empty());
+    assert!(parse_stream("a: 1\n---\na: 1\na: 2\n").is_err());
+}
