@@ -127,6 +127,8 @@ pub struct Rewritten {
     pub output: Vec<u8>,
     /// The changes, in file order.
     pub changes: Vec<Change>,
+    /// Per update (same order): whether it has a target in this file, changed or not.
+    pub found: Vec<bool>,
 }
 
 /// Why a file was not rewritten. All terminal: the file or the config must change first.
@@ -281,6 +283,43 @@ pub fn rewrite(
     input: &[u8],
     updates: &[ImageUpdate],
 ) -> Result<Rewritten, RewriteError> {
+    rewrite_with(file, input, updates, true)
+}
+
+/// Like [`rewrite`] for one file of a directory: an update without a target here is no error
+/// (see [`Rewritten::found`]; the caller checks each image is found in some file), and a file
+/// whose text names none of the updates' setter policies is returned unparsed and unchanged, so
+/// other YAML in the directory (chart templates, CRDs) is never judged.
+///
+/// # Errors
+/// See [`RewriteError`]; on any error nothing is rewritten.
+pub fn rewrite_if_marked(
+    file: &str,
+    input: &[u8],
+    updates: &[ImageUpdate],
+) -> Result<Rewritten, RewriteError> {
+    let text = String::from_utf8_lossy(input);
+    let marked = text.contains("$imagepolicy")
+        && updates
+            .iter()
+            .filter_map(|u| u.setter.as_deref())
+            .any(|p| marker::mentions(&text, p));
+    if !marked {
+        return Ok(Rewritten {
+            output: input.to_vec(),
+            changes: Vec::new(),
+            found: vec![false; updates.len()],
+        });
+    }
+    rewrite_with(file, input, updates, false)
+}
+
+fn rewrite_with(
+    file: &str,
+    input: &[u8],
+    updates: &[ImageUpdate],
+    every_update: bool,
+) -> Result<Rewritten, RewriteError> {
     let src = std::str::from_utf8(input).map_err(|e| RewriteError::NotUtf8 {
         file: file.to_string(),
         line: 1 + input[..e.valid_up_to()]
@@ -297,7 +336,10 @@ pub fn rewrite(
     })?;
     let mut hits = marker_hits(file, src, &docs, updates)?;
     hits.extend(path_hits(file, &docs, updates)?);
-    check_coverage(file, updates, &hits)?;
+    check_coverage(file, updates, &hits, every_update)?;
+    let found = (0..updates.len())
+        .map(|i| hits.iter().any(|h| h.update == i))
+        .collect();
 
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut changes = Vec::new();
@@ -341,6 +383,7 @@ pub fn rewrite(
         return Ok(Rewritten {
             output: input.to_vec(),
             changes,
+            found,
         });
     }
     let mut output = String::with_capacity(src.len() + 64);
@@ -355,6 +398,7 @@ pub fn rewrite(
     Ok(Rewritten {
         output: output.into_bytes(),
         changes,
+        found,
     })
 }
 

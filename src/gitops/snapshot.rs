@@ -123,11 +123,71 @@ impl Snapshot<'_> {
         }
     }
 
+    /// Every `.yaml`/`.yml` regular file under `dir` as repo paths in byte order (see
+    /// [`plan::Files::yaml_files`]): a YAML-named symlink is refused, other symlinks and
+    /// submodules are skipped, and nothing is followed.
+    pub fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, GitError> {
+        let Some(id) = self.tree_id(dir)? else {
+            return Ok(None);
+        };
+        let tree = self
+            .repo
+            .find_tree(id)
+            .map_err(git_err(format!("read tree {dir}")))?;
+        let mut out = Vec::new();
+        let mut link = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let path = format!("{dir}/{parent}{}", entry.name().unwrap_or_default());
+            let is_file = entry.kind() == Some(ObjectType::Blob);
+            match entry.filemode() {
+                MODE_BLOB | MODE_EXEC if is_file && plan::is_yaml(&path) => out.push(path),
+                MODE_LINK if plan::is_yaml(&path) => {
+                    link = Some(path);
+                    return git2::TreeWalkResult::Abort;
+                }
+                _ => {}
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .or_else(|e| {
+            if link.is_some() {
+                Ok(())
+            } else {
+                Err(git_err(format!("walk {dir}"))(e))
+            }
+        })?;
+        if let Some(path) = link {
+            let e = plan::yaml_symlink(&path);
+            return Err(GitError::File {
+                path: e.path,
+                reason: e.reason,
+            });
+        }
+        out.sort();
+        Ok(Some(out))
+    }
+
     pub(super) fn mode_of(&self, path: &str) -> FileMode {
         match self.tree.get_path(Path::new(path)).map(|e| e.filemode()) {
             Ok(MODE_EXEC) => FileMode::BlobExecutable,
             _ => FileMode::Blob,
         }
+    }
+}
+
+impl plan::Files for Snapshot<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, plan::ReadError> {
+        Snapshot::read(self, path).map_err(|e| plan::ReadError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, plan::ReadError> {
+        Snapshot::yaml_files(self, dir).map_err(|e| plan::ReadError {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -175,16 +175,17 @@ pub(super) fn path_hits<'d>(
     Ok(hits)
 }
 
-/// Every update has a target; no field is hit by both a marker and a path; no scalar is hit
+/// Every update has a target (when `every_update`); no field is hit by both a marker and a path; no scalar is hit
 /// by two fields. Several markers of one policy and field are fine: Flux sets them all (an init
 /// container and the app container sharing an image).
 pub(super) fn check_coverage(
     file: &str,
     updates: &[ImageUpdate],
     hits: &[Hit<'_>],
+    every_update: bool,
 ) -> Result<(), RewriteError> {
     for (i, update) in updates.iter().enumerate() {
-        if !hits.iter().any(|h| h.update == i) {
+        if every_update && !hits.iter().any(|h| h.update == i) {
             // Paths that do not resolve already failed in path_hits.
             let detail = match &update.setter {
                 Some(s) => format!("no {{\"$imagepolicy\": \"{s}[:tag|:name|:digest]\"}} marker"),
