@@ -1,0 +1,92 @@
+//! A directory environment (`environments.<env>.dir`) through a whole `tagflow once` cycle,
+//! against an in-process registry and a local bare repo: plain `cargo test`, nothing else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Local, file_url, logs, ok, once, scripted_registry};
+use testbed::BareRepo;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      initContainers:\n        - image: HOST/team/app:a1b2c3d # {\"$imagepolicy\": \"flux-system:app\"}\n      containers:\n        - image: HOST/team/app:a1b2c3d # {\"$imagepolicy\": \"flux-system:app\"}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: app}\n";
+const WORKER: &str = "worker:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:worker:tag\"}\n";
+const UNMARKED: &str = "# no marker: must stay byte for byte\nkind: ConfigMap\ndata: {a: '1'}\n";
+const TEMPLATE: &str = "{{- if .Values.x }}\nimage: {{ .Values.image }}\n{{- end }}\n";
+
+fn config(host: &str) -> String {
+    format!(
+        "interval: 1h\nregistries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '.*', order: alphabetical}}\n  worker:\n    repository: {host}/team/worker\n    policy: {{tags: '.*', order: alphabetical}}\nenvironments:\n  dev:\n    dir: envs/dev\n"
+    )
+}
+
+#[test]
+fn a_cycle_edits_every_marked_file_of_a_directory_environment_in_one_commit() {
+    let server = scripted_registry(Duration::ZERO);
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let deployment = DEPLOYMENT.replace("HOST", &host);
+    let repo = BareRepo::new(&[
+        ("config/tagflow.yaml", &config(&host)),
+        ("envs/dev/app/deployment.yaml", &deployment),
+        ("envs/dev/worker/values.yml", WORKER),
+        ("envs/dev/configmap.yaml", UNMARKED),
+        ("envs/dev/chart/templates/t.yaml", TEMPLATE),
+        ("envs/prod/values.yaml", WORKER),
+    ]);
+    let local = Local::new();
+    let out = once(&file_url(&repo), &local, &[]);
+    let l = ok(&out);
+    assert!(l.contains("cycle done: committed"), "{l}");
+
+    let log = repo.log("main");
+    assert_eq!(log.len(), 2, "one commit for the whole directory");
+    let dev = repo
+        .read("main", "envs/dev/app/deployment.yaml")
+        .expect("file");
+    assert_eq!(
+        dev.matches("team/app:b2c3d4e@sha256:").count(),
+        2,
+        "both containers sharing the image are set:\n{dev}"
+    );
+    assert!(dev.ends_with("---\napiVersion: v1\nkind: Service\nmetadata: {name: app}\n"));
+    assert_eq!(
+        repo.read("main", "envs/dev/worker/values.yml").as_deref(),
+        Some(WORKER.replace("a1b2c3d", "b2c3d4e").as_str())
+    );
+    for (path, content) in [
+        ("envs/dev/configmap.yaml", UNMARKED),
+        ("envs/dev/chart/templates/t.yaml", TEMPLATE),
+        ("envs/prod/values.yaml", WORKER),
+    ] {
+        assert_eq!(repo.read("main", path).as_deref(), Some(content), "{path}");
+    }
+    let message = &log[0].message;
+    for line in [
+        "(envs/dev/app/deployment.yaml:7)",
+        "(envs/dev/app/deployment.yaml:9)",
+        "(envs/dev/worker/values.yml:2)",
+    ] {
+        assert!(message.contains(line), "{line} in:\n{message}");
+    }
+}
+
+#[test]
+fn one_refused_file_means_no_file_is_written_and_no_commit() {
+    let server = scripted_registry(Duration::ZERO);
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let deployment = DEPLOYMENT.replace("HOST", &host);
+    let broken = format!("{WORKER}extra: [unclosed\n");
+    let repo = BareRepo::new(&[
+        ("config/tagflow.yaml", &config(&host)),
+        ("envs/dev/a/deployment.yaml", &deployment),
+        ("envs/dev/b/values.yaml", &broken),
+    ]);
+    let before = repo.head("main");
+    let out = once(&file_url(&repo), &Local::new(), &[]);
+    assert!(!out.status.success(), "{}", logs(&out));
+    assert!(
+        logs(&out).contains("envs/dev/b/values.yaml"),
+        "{}",
+        logs(&out)
+    );
+    assert_eq!(repo.head("main"), before, "nothing pushed");
+}
