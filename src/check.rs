@@ -210,4 +210,38 @@ mod tests {
         let missing = check_files("config/tagflow.yaml", &BTreeMap::<String, String>::new());
         assert_eq!(missing.problems, ["config/tagflow.yaml: does not exist"]);
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_local_directory_environment_is_checked_file_by_file_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        write(
+            "config/tagflow.yaml",
+            "images:\n  app: {repository: r.example.com/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {dir: envs/dev}\n",
+        );
+        write(
+            "envs/dev/a/values.yaml",
+            "tag: a1 # {\"$imagepolicy\": \"flux-system:app:tag\"}\n",
+        );
+        write("envs/dev/b.yaml", "{{ not yaml, and no marker }}: [\n");
+        let c = check_dir(dir.path(), "config/tagflow.yaml").expect("checks");
+        assert_eq!(c.problems, Vec::<String>::new());
+        std::os::unix::fs::symlink(
+            "../../config/tagflow.yaml",
+            dir.path().join("envs/dev/c.yml"),
+        )
+        .expect("symlink");
+        let c = check_dir(dir.path(), "config/tagflow.yaml").expect("checks");
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        assert!(
+            c.problems[0].contains("envs/dev/c.yml: is a symlink under a directory environment"),
+            "{}",
+            c.problems[0]
+        );
+    }
 }

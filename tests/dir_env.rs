@@ -90,3 +90,93 @@ fn one_refused_file_means_no_file_is_written_and_no_commit() {
     );
     assert_eq!(repo.head("main"), before, "nothing pushed");
 }
+
+/// Commits symlinks (`path` → `target`) on top of `main`, as `git add` of a symlink would.
+fn add_symlinks(repo: &BareRepo, links: &[(&str, &str)]) {
+    let git = git2::Repository::open_bare(&repo.path).expect("open");
+    let head = git
+        .find_reference("refs/heads/main")
+        .and_then(|r| r.peel_to_commit())
+        .expect("main");
+    let mut index = git2::Index::new().expect("index");
+    index.read_tree(&head.tree().expect("tree")).expect("read");
+    for (path, target) in links {
+        let blob = git.blob(target.as_bytes()).expect("blob");
+        index
+            .add(&git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o120_000,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id: blob,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            })
+            .expect("add");
+    }
+    let tree = git
+        .find_tree(index.write_tree_to(&git).expect("write"))
+        .expect("tree");
+    let sig = git2::Signature::now("test", "test@example.com").expect("sig");
+    git.commit(
+        Some("refs/heads/main"),
+        &sig,
+        &sig,
+        "links",
+        &tree,
+        &[&head],
+    )
+    .expect("commit");
+}
+
+#[test]
+fn symlinks_are_never_followed_a_yaml_named_one_is_refused_by_name() {
+    let server = scripted_registry(Duration::ZERO);
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let deployment = DEPLOYMENT.replace("HOST", &host);
+    let repo = BareRepo::new(&[
+        ("config/tagflow.yaml", &config(&host)),
+        ("envs/dev/deployment.yaml", &deployment),
+        ("envs/dev/worker.yaml", WORKER),
+        ("shared/outside.yaml", WORKER),
+    ]);
+    // A symlinked directory and a non-YAML symlink are skipped: the cycle commits.
+    add_symlinks(
+        &repo,
+        &[
+            ("envs/dev/shared", "../../shared"),
+            ("envs/dev/README", "../../README"),
+        ],
+    );
+    let l = ok(&once(&file_url(&repo), &Local::new(), &[]));
+    assert!(l.contains("cycle done: committed"), "{l}");
+    assert_eq!(
+        repo.read("main", "shared/outside.yaml").as_deref(),
+        Some(WORKER)
+    );
+
+    add_symlinks(
+        &repo,
+        &[("envs/dev/linked.yaml", "../../shared/outside.yaml")],
+    );
+    let before = repo.head("main");
+    let out = once(&file_url(&repo), &Local::new(), &[]);
+    assert!(!out.status.success(), "{}", logs(&out));
+    assert!(
+        logs(&out).contains(
+            "failed to read envs/dev/linked.yaml: is a symlink under a directory environment"
+        ),
+        "{}",
+        logs(&out)
+    );
+    assert_eq!(repo.head("main"), before, "nothing pushed");
+    assert_eq!(
+        repo.read("main", "shared/outside.yaml").as_deref(),
+        Some(WORKER)
+    );
+}

@@ -184,9 +184,12 @@ impl plan::Files for Snapshot<'_> {
     }
 
     fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, plan::ReadError> {
-        Snapshot::yaml_files(self, dir).map_err(|e| plan::ReadError {
-            path: dir.to_owned(),
-            reason: e.to_string(),
+        Snapshot::yaml_files(self, dir).map_err(|e| match e {
+            GitError::File { path, reason } => plan::ReadError { path, reason },
+            other => plan::ReadError {
+                path: dir.to_owned(),
+                reason: other.to_string(),
+            },
         })
     }
 }
