@@ -19,19 +19,33 @@ fn config(host: &str) -> String {
     )
 }
 
+/// The registry (keep it alive) and a repo holding the config, the two-container Deployment
+/// at `deployment`, and `files`.
+fn setup(deployment: &str, files: &[(&str, &str)]) -> (testbed::Scripted, BareRepo) {
+    let server = scripted_registry(serde_json::json!(["b2c3d4e"]), Duration::ZERO).0;
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let config = config(&host);
+    let deployment_text = DEPLOYMENT.replace("HOST", &host);
+    let mut all = vec![
+        ("config/tagflow.yaml", config.as_str()),
+        (deployment, deployment_text.as_str()),
+    ];
+    all.extend_from_slice(files);
+    let repo = BareRepo::new(&all);
+    (server, repo)
+}
+
 #[test]
 fn a_cycle_edits_every_marked_file_of_a_directory_environment_in_one_commit() {
-    let server = scripted_registry(Duration::ZERO);
-    let host = server.base_url.trim_start_matches("http://").to_owned();
-    let deployment = DEPLOYMENT.replace("HOST", &host);
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&host)),
-        ("envs/dev/app/deployment.yaml", &deployment),
-        ("envs/dev/worker/values.yml", WORKER),
-        ("envs/dev/configmap.yaml", UNMARKED),
-        ("envs/dev/chart/templates/t.yaml", TEMPLATE),
-        ("envs/prod/values.yaml", WORKER),
-    ]);
+    let (_registry, repo) = setup(
+        "envs/dev/app/deployment.yaml",
+        &[
+            ("envs/dev/worker/values.yml", WORKER),
+            ("envs/dev/configmap.yaml", UNMARKED),
+            ("envs/dev/chart/templates/t.yaml", TEMPLATE),
+            ("envs/prod/values.yaml", WORKER),
+        ],
+    );
     let local = Local::new();
     let out = once(&file_url(&repo), &local, &[]);
     let l = ok(&out);
@@ -71,15 +85,11 @@ fn a_cycle_edits_every_marked_file_of_a_directory_environment_in_one_commit() {
 
 #[test]
 fn one_refused_file_means_no_file_is_written_and_no_commit() {
-    let server = scripted_registry(Duration::ZERO);
-    let host = server.base_url.trim_start_matches("http://").to_owned();
-    let deployment = DEPLOYMENT.replace("HOST", &host);
     let broken = format!("{WORKER}extra: [unclosed\n");
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&host)),
-        ("envs/dev/a/deployment.yaml", &deployment),
-        ("envs/dev/b/values.yaml", &broken),
-    ]);
+    let (_registry, repo) = setup(
+        "envs/dev/a/deployment.yaml",
+        &[("envs/dev/b/values.yaml", &broken)],
+    );
     let before = repo.head("main");
     let out = once(&file_url(&repo), &Local::new(), &[]);
     assert!(!out.status.success(), "{}", logs(&out));
@@ -136,15 +146,13 @@ fn add_symlinks(repo: &BareRepo, links: &[(&str, &str)]) {
 
 #[test]
 fn symlinks_are_never_followed_a_yaml_named_one_is_refused_by_name() {
-    let server = scripted_registry(Duration::ZERO);
-    let host = server.base_url.trim_start_matches("http://").to_owned();
-    let deployment = DEPLOYMENT.replace("HOST", &host);
-    let repo = BareRepo::new(&[
-        ("config/tagflow.yaml", &config(&host)),
-        ("envs/dev/deployment.yaml", &deployment),
-        ("envs/dev/worker.yaml", WORKER),
-        ("shared/outside.yaml", WORKER),
-    ]);
+    let (_registry, repo) = setup(
+        "envs/dev/deployment.yaml",
+        &[
+            ("envs/dev/worker.yaml", WORKER),
+            ("shared/outside.yaml", WORKER),
+        ],
+    );
     // A symlinked directory and a non-YAML symlink are skipped: the cycle commits.
     add_symlinks(
         &repo,

@@ -59,7 +59,8 @@ fn file_at_main(repo: &git2::Repository, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_scan_finishes_the_commit_then_stops_the_server() {
-    let server = common::scripted_registry(Duration::from_secs(2));
+    let server =
+        common::scripted_registry(serde_json::json!(["b2c3d4e"]), Duration::from_secs(2)).0;
     let host = server.base_url.trim_start_matches("http://").to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = format!(
