@@ -178,6 +178,7 @@ golden! {
     err_target_twice_marker_and_path,
     err_two_images_one_scalar,
     err_unparsable,
+    kustomization_images_and_block_patch,
     marker_and_path_for_different_fields,
     marker_in_sequence,
     multi_document_deployment_and_service,
