@@ -25,7 +25,9 @@ use crate::k8s::lease::{Elector, LeaseError};
 use crate::k8s::release::{attempted_commit, release_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
-use crate::rollout::{self, Observation, Phase, Rollout, State, env_policy, promotions, register};
+use crate::rollout::{
+    self, Observation, Phase, Rollout, Seen, State, env_policy, promotions, register,
+};
 use crate::smoke::SmokeChecker;
 
 /// What rollouts remember between cycles.
@@ -287,7 +289,19 @@ impl Reconciler {
                 .await?;
             (c.commit, c.changes, c.head)
         };
-        let reg = register(&cfg, &mut state, &per_env, &changes, commit, at, now);
+        let from_git = self.found_in_git(&state, &per_env, at).await;
+        let reg = register(
+            &cfg,
+            &mut state,
+            &per_env,
+            &Seen {
+                changes: &changes,
+                commit,
+                head: at,
+                from_git: &from_git,
+            },
+            now,
+        );
         for old in &reg.superseded {
             self.rollout_post(&state, old, &format!("{}: {}", old.env, old.reason));
         }
