@@ -2,6 +2,7 @@
 //! against an in-process registry and a local bare repo: plain `cargo test`, nothing else.
 
 mod common;
+mod inproc;
 
 use std::time::Duration;
 
@@ -113,20 +114,7 @@ fn add_symlinks(repo: &BareRepo, links: &[(&str, &str)]) {
     for (path, target) in links {
         let blob = git.blob(target.as_bytes()).expect("blob");
         index
-            .add(&git2::IndexEntry {
-                ctime: git2::IndexTime::new(0, 0),
-                mtime: git2::IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: 0o120_000,
-                uid: 0,
-                gid: 0,
-                file_size: 0,
-                id: blob,
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            })
+            .add(&inproc::index_entry(path, blob, 0o120_000, target.len()))
             .expect("add");
     }
     let tree = git
