@@ -195,6 +195,8 @@ impl Replica {
         let log = dir.join("run.log");
         let port = testbed::free_port();
         let mut c = tagflow();
+        // The bot token goes to the Slack capture on 127.0.0.1: the operator allows it.
+        c.env("TAGFLOW_SECRET_HOSTS", "127.0.0.1");
         c.args([
             "run",
             "--repo",

@@ -54,6 +54,17 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     ),
                 );
             }
+            let egress = crate::egress::current();
+            if basic && !egress.allows(&reg.host) {
+                r.at(
+                    &at("credentials"),
+                    format!(
+                        "registries[{i}].credentials: sending a password to {} is not allowed: the operator allows secrets only to {} (--secret-hosts / TAGFLOW_SECRET_HOSTS, set outside the config repo)",
+                        reg.host,
+                        egress.describe()
+                    ),
+                );
+            }
             if let Some(Err(e)) = creds
                 .password
                 .as_ref()

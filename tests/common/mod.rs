@@ -108,6 +108,7 @@ pub fn file_url(repo: &BareRepo) -> String {
 pub fn tagflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tagflow"));
     c.env_remove("TAGFLOW_REPO")
+        .env_remove("TAGFLOW_SECRET_HOSTS")
         .env("TAGFLOW_LOG", "info,tagflow=debug");
     c
 }
