@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 use crate::gitops;
 use crate::k8s::leadership::Leadership;
 use crate::k8s::lease::{Elector, LeaseError};
-use crate::k8s::release::{attempted_commit, release_state};
+use crate::k8s::observed::{Observed, observed_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
 use crate::rollout::{self, Observation, Phase, Rollout, State, env_policy, promotions, register};
@@ -35,7 +35,7 @@ struct RolloutMemory {
     state: Option<State>,
     /// The state commit it was read from or saved as (git store; `None`: none yet).
     state_commit: Option<Oid>,
-    /// Releases being watched (`namespace/name`).
+    /// Releases being watched (`kind/namespace/name`).
     watched: BTreeSet<String>,
 }
 
@@ -138,7 +138,10 @@ impl Rollouts {
         let new: Vec<config::ReleaseRef> = {
             let mut mem = self.memory();
             refs.into_iter()
-                .filter(|r| mem.watched.insert(format!("{}/{}", r.namespace, r.name)))
+                .filter(|r| {
+                    let key = format!("{}/{}/{}", r.kind, r.namespace, r.name);
+                    mem.watched.insert(key)
+                })
                 .collect()
         };
         if !new.is_empty()
@@ -397,16 +400,16 @@ impl Reconciler {
                 && let Some(rel) = &env.release
                 && let Some(cluster) = &ro.cluster
             {
-                match cluster.helm_release(rel).await {
+                match cluster.release(rel).await {
                     Ok(obj) => {
-                        let reconciled = match obj.as_ref().and_then(attempted_commit) {
+                        let reconciled = match obj.as_ref().and_then(Observed::commit) {
                             Some(rev) => self.repo.contains(&rev, &r.commit).await,
                             None => false,
                         };
-                        obs.release = Some(release_state(obj.as_ref(), reconciled));
+                        obs.release = Some(observed_state(rel.kind, obj.as_ref(), reconciled));
                     }
                     Err(source) => {
-                        tracing::warn!(error = %source, "cannot read the HelmRelease");
+                        tracing::warn!(error = %source, kind = %rel.kind, "cannot read the release");
                         errors.push(RolloutError::Release {
                             env: r.env.clone(),
                             source,
