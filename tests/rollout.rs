@@ -258,37 +258,11 @@ impl Drop for Replica {
 
 /// The rollout state on the Lease, and its holder.
 fn lease(w: &World) -> Option<(Value, String)> {
-    let l = w
-        .kube
-        .lock()
-        .unwrap()
-        .try_request(
-            "GET",
-            "/apis/coordination.k8s.io/v1/namespaces/tagflow/leases/tagflow",
-            None,
-            "",
-        )
-        .ok()?;
-    if l.0 != 200 {
-        return None;
-    }
-    let holder = l.1["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let state = l.1["metadata"]["annotations"]["tagflow.dev/rollouts"]
-        .as_str()
-        .and_then(|s| serde_json::from_str(s).ok())?;
-    Some((state, holder))
+    common::lease_state(&w.kube.lock().unwrap())
 }
 
 fn phase(w: &World, key: &str) -> Option<(String, String)> {
-    let (s, _) = lease(w)?;
-    let r = &s["rollouts"][key];
-    Some((
-        r["pinned"]["tag"].as_str()?.to_owned(),
-        r["phase"].as_str()?.to_owned(),
-    ))
+    common::lease_phase(&w.kube.lock().unwrap(), key)
 }
 
 fn wait_phase(w: &World, key: &str, tag: &str, want: &str, replicas: &[&Replica]) {

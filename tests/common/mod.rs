@@ -208,6 +208,17 @@ impl Running {
 
     /// Start with the HTTP server on a chosen port (known before the registry starts).
     pub fn start_at(port: u16, url: &str, local: &Local, extra: &[&str]) -> Self {
+        Self::start_env(port, url, local, extra, &[])
+    }
+
+    /// Like [`Running::start_at`], with extra environment variables (`KUBECONFIG`).
+    pub fn start_env(
+        port: u16,
+        url: &str,
+        local: &Local,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let log_path = local.dir.path().join(format!("run-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut c = tagflow();
@@ -221,6 +232,7 @@ impl Running {
         ])
         .arg(local.workdir())
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -353,4 +365,37 @@ pub fn commits_setting(repo: &BareRepo, env: &str, tag: &str) -> Vec<testbed::Co
             })
         })
         .collect()
+}
+
+/// The rollout state on the `tagflow/tagflow` Lease, and its holder.
+pub fn lease_state(kube: &testbed::KubeApi) -> Option<(serde_json::Value, String)> {
+    let (status, l) = kube
+        .try_request(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/tagflow/leases/tagflow",
+            None,
+            "",
+        )
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let holder = l["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let state = l["metadata"]["annotations"]["tagflow.dev/rollouts"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())?;
+    Some((state, holder))
+}
+
+/// The (tag, phase) of rollout `key` (`env/image`) in the Lease's state.
+pub fn lease_phase(kube: &testbed::KubeApi, key: &str) -> Option<(String, String)> {
+    let (s, _) = lease_state(kube)?;
+    let r = &s["rollouts"][key];
+    Some((
+        r["pinned"]["tag"].as_str()?.to_owned(),
+        r["phase"].as_str()?.to_owned(),
+    ))
 }
