@@ -499,36 +499,38 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
         "events urls=[] names=[] verbs=[create patch]",
         "events.events.k8s.io urls=[] names=[] verbs=[create patch]",
     ];
-    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::from([
         (
-            "tagflow",
-            vec![
+            "tagflow".to_owned(),
+            [
                 "leases.coordination.k8s.io urls=[] names=[tagflow] verbs=[get update]",
                 "leases.coordination.k8s.io urls=[] names=[] verbs=[create]",
                 events[0],
                 events[1],
-            ],
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ),
-        (
-            "dev",
-            vec![
-                "helmreleases.helm.toolkit.fluxcd.io urls=[] names=[] verbs=[get list watch]",
-                events[0],
-                events[1],
-            ],
-        ),
-        (
-            "prod",
-            vec![
-                "helmreleases.helm.toolkit.fluxcd.io urls=[] names=[] verbs=[get list watch]",
-                events[0],
-                events[1],
-            ],
-        ),
-        ("default", vec![]),
-        ("kube-system", vec![]),
-        ("flux-system", vec![]),
+        ("default".to_owned(), vec![]),
+        ("kube-system".to_owned(), vec![]),
+        ("flux-system".to_owned(), vec![]),
+        ("argocd".to_owned(), vec![]),
     ]);
+    // Where config/tagflow.yaml follows releases: read on exactly those kinds, and Events.
+    let releases = release_resources();
+    assert!(
+        !releases.is_empty(),
+        "config/tagflow.yaml follows no release"
+    );
+    for (ns, resources) in releases {
+        let want = expected.entry(ns).or_default();
+        want.extend(
+            resources
+                .iter()
+                .map(|r| format!("{r} urls=[] names=[] verbs=[get list watch]")),
+        );
+        want.extend(events.map(str::to_owned));
+    }
     for (ns, want) in &expected {
         let baseline = cluster.can_i_list(nobody, ns);
         let granted: BTreeSet<String> = cluster
@@ -562,6 +564,17 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
             "get",
             "helmreleases.helm.toolkit.fluxcd.io",
         ),
+        (
+            Some("dev"),
+            "get",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+        ),
+        (
+            Some("flux-system"),
+            "list",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+        ),
+        (Some("argocd"), "get", "applications.argoproj.io"),
         (Some("dev"), "create", "pods"),
         (Some("dev"), "update", "deployments.apps"),
         (None, "list", "helmreleases.helm.toolkit.fluxcd.io"),
@@ -597,6 +610,23 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
             );
         }
     }
+}
+
+/// Per namespace, the release resources (`plural.group`) config/tagflow.yaml follows, by the
+/// same kind-to-API mapping tagflow's watches use.
+fn release_resources() -> BTreeMap<String, BTreeSet<String>> {
+    let text = fs::read_to_string(repo().join("config/tagflow.yaml")).expect("config");
+    let cfg = tagflow::config::parse("config/tagflow.yaml", &text).expect("valid config");
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for env in cfg.environments.values() {
+        if let Some(r) = &env.release {
+            let api = tagflow::k8s::observed::api_resource(r.kind);
+            out.entry(r.namespace.clone())
+                .or_default()
+                .insert(format!("{}.{}", api.plural, api.group));
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
