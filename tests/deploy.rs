@@ -23,8 +23,8 @@ use serde_json::Value as Json;
 
 use cluster::Cluster;
 use support::{
-    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, repo, run_ok,
-    run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
+    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, release_resources, repo,
+    run_ok, run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
 };
 
 /// scripts/build-image with an already built binary (well under 10 s).
@@ -610,23 +610,6 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
             );
         }
     }
-}
-
-/// Per namespace, the release resources (`plural.group`) config/tagflow.yaml follows, by the
-/// same kind-to-API mapping tagflow's watches use.
-fn release_resources() -> BTreeMap<String, BTreeSet<String>> {
-    let text = fs::read_to_string(repo().join("config/tagflow.yaml")).expect("config");
-    let cfg = tagflow::config::parse("config/tagflow.yaml", &text).expect("valid config");
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for env in cfg.environments.values() {
-        if let Some(r) = &env.release {
-            let api = tagflow::k8s::observed::api_resource(r.kind);
-            out.entry(r.namespace.clone())
-                .or_default()
-                .insert(format!("{}.{}", api.plural, api.group));
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

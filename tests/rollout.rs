@@ -409,6 +409,26 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
         "the parent's status line is updated with each step"
     );
 
+    // Each step is also an Event on the environment's HelmRelease.
+    for (env, want) in [
+        (
+            "dev",
+            &[
+                "Committed",
+                "Reconciled",
+                "SmokeCheckPassed",
+                "Healthy",
+                "Promoted",
+            ][..],
+        ),
+        (
+            "prod",
+            &["Committed", "Reconciled", "SmokeCheckPassed", "Healthy"][..],
+        ),
+    ] {
+        common::wait_events(LIMIT, &|| w.kube.lock().unwrap(), env, "app", want);
+    }
+
     // `tagflow status` reads the same state.
     let kubeconfig = w.kube.lock().unwrap().kubeconfig.clone();
     let out = common::run(
@@ -461,6 +481,19 @@ fn prod_smoke_failure_reverts_quarantines_alerts_once_and_is_not_repicked() {
         failed[0].starts_with("prod: FAILED: smoke check failed 3 time(s)"),
         "{failed:?}"
     );
+    let events = common::wait_events(
+        LIMIT,
+        &|| w.kube.lock().unwrap(),
+        "prod",
+        "app",
+        &["Committed", "Reconciled", "SmokeCheckFailed", "Reverted"],
+    );
+    let warned: Vec<_> = events
+        .iter()
+        .map(common::event_type_reason)
+        .filter(|(t, _)| t == "Warning")
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(
         texts.iter().any(|t| t.starts_with("prod: reverted in ")),
         "{texts:#?}"

@@ -259,6 +259,20 @@ fn wait_phase(w: &World, r: &Running, key: &str, tag: &str, want: &str) {
     );
 }
 
+/// The Events tagflow recorded on `app-<env>`, oldest first: (type, reason), once `want`
+/// (reasons, in this order) are among them. Each names the object by kind and uid.
+fn events_on(w: &World, kind: Kind, env: &str, want: &[&str]) -> Vec<(String, String)> {
+    let kube = || w.kube.lock().unwrap();
+    let object = kube().get(&kind.object_path(env)).expect("release object");
+    let name = format!("app-{env}");
+    let got = common::wait_events(LIMIT, &kube, kind.namespace, &name, want);
+    for e in &got {
+        assert_eq!(e["regarding"]["kind"], kind.name, "{e}");
+        assert_eq!(e["regarding"]["uid"], object["metadata"]["uid"], "{e}");
+    }
+    got.iter().map(common::event_type_reason).collect()
+}
+
 /// Healthy at the commit's revision in dev: promoted to prod, healthy there too.
 fn promotes(kind: Kind) {
     let w = world(kind, &[]);
@@ -268,6 +282,14 @@ fn promotes(kind: Kind) {
     assert_eq!(state["rollouts"]["dev/app"]["phase"], "promoted");
     assert_eq!(commits_setting(&w.repo, "dev", "0f1e2d3").len(), 1);
     assert_eq!(commits_setting(&w.repo, "prod", "0f1e2d3").len(), 1);
+    let dev = events_on(
+        &w,
+        kind,
+        "dev",
+        &["Committed", "Reconciled", "Healthy", "Promoted"],
+    );
+    assert!(dev.iter().all(|(t, _)| t == "Normal"), "{dev:?}");
+    events_on(&w, kind, "prod", &["Committed", "Reconciled", "Healthy"]);
 }
 
 /// The reconciler fails 0f1e2d3 in dev: reverted, quarantined, never promoted; the next tag
@@ -292,6 +314,13 @@ fn reverts(kind: Kind, reason: &str) {
         .expect("quarantine list");
     assert!(q.contains("image: \"app\", tag: \"0f1e2d3\""), "{q}");
     assert!(q.contains(reason), "{q}");
+    let dev = events_on(&w, kind, "dev", &["Committed", "RolloutFailed", "Reverted"]);
+    for reason in ["RolloutFailed", "Reverted"] {
+        assert!(
+            dev.contains(&("Warning".to_owned(), reason.to_owned())),
+            "{dev:?}"
+        );
+    }
     wait_phase(&w, &r, "prod/app", "b2c3d4e", "healthy");
     assert!(commits_setting(&w.repo, "prod", "0f1e2d3").is_empty());
     assert_eq!(commits_setting(&w.repo, "dev", "0f1e2d3").len(), 1);

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub mod argo;
+pub mod events;
 pub mod kustomization;
 pub mod leadership;
 pub mod lease;
@@ -109,6 +110,12 @@ impl Cluster {
         Ok(obj
             .and_then(|o| serde_json::to_value(o).ok())
             .map(|v| Observed::from_value(r.kind, &v)))
+    }
+
+    /// The release object's uid, when it can be read (for Events about it).
+    pub async fn release_uid(&self, r: &ReleaseRef) -> Option<String> {
+        let obj = self.releases(r).get_opt(&r.name).await.ok().flatten()?;
+        obj.metadata.uid
     }
 
     /// Watch these releases and wake `wake` on every change; the watch re-lists and

@@ -399,3 +399,51 @@ pub fn lease_phase(kube: &testbed::KubeApi, key: &str) -> Option<(String, String
         r["phase"].as_str()?.to_owned(),
     ))
 }
+
+/// The Events tagflow recorded on object `name` in `namespace` (events.k8s.io), oldest first.
+pub fn tagflow_events(
+    kube: &testbed::KubeApi,
+    namespace: &str,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    let all = kube
+        .get(&format!(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        ))
+        .expect("events");
+    let mut mine: Vec<serde_json::Value> = all["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reportingController"] == "tagflow" && e["regarding"]["name"] == name)
+        .cloned()
+        .collect();
+    mine.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+    mine
+}
+
+/// An Event's (type, reason).
+pub fn event_type_reason(e: &serde_json::Value) -> (String, String) {
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    (s("type"), s("reason"))
+}
+
+/// Wait until the Events tagflow recorded on `name` hold the reasons `want` in this order
+/// (others may come between); all of them, oldest first. Panics with what came after `limit`.
+pub fn wait_events<'k>(
+    limit: Duration,
+    kube: &impl Fn() -> std::sync::MutexGuard<'k, testbed::KubeApi>,
+    namespace: &str,
+    name: &str,
+    want: &[&str],
+) -> Vec<serde_json::Value> {
+    let list = || tagflow_events(&kube(), namespace, name);
+    let in_order = |got: &[serde_json::Value]| {
+        let mut it = got.iter().map(|e| event_type_reason(e).1);
+        want.iter().all(|w| it.any(|r| r == *w))
+    };
+    eventually(limit, || Some(list()).filter(|g| in_order(g))).unwrap_or_else(|| {
+        let got: Vec<_> = list().iter().map(event_type_reason).collect();
+        panic!("{namespace}/{name}: want {want:?} in order, got {got:?}")
+    })
+}
