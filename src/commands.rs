@@ -38,6 +38,15 @@ pub enum CommandError {
     /// `check`.
     #[error(transparent)]
     Check(#[from] crate::check::CheckError),
+    /// `import-flux`: an input could not be read.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// `status --repo`: the state document on the state ref does not parse.
     #[error("{reference} at {commit}: {file} is not a rollout state document: {source}")]
     State {
@@ -250,4 +259,73 @@ pub async fn inventory(opts: RepoOptions, name: &str) -> Result<u8, CommandError
         None => println!("{name}: inventory unchanged"),
     }
     Ok(EXIT_OK)
+}
+
+/// `tagflow import-flux PATH...`: read the Flux image-automation objects in PATHs (files, or
+/// directories read recursively) and print the equivalent config on stdout; every field it
+/// could not map goes to stderr as `file:line: note`. `root` is the repo root the paths in the
+/// config are relative to. 1 when no Flux image-automation object was found.
+pub fn import_flux(paths: &[PathBuf], root: &std::path::Path) -> Result<u8, CommandError> {
+    use crate::flux_import::{self, SourceFile};
+    let mut files: Vec<SourceFile> = Vec::new();
+    let add = |path: &std::path::Path, files: &mut Vec<SourceFile>| -> Result<(), CommandError> {
+        for file in yaml_files(path)? {
+            let rel = file.strip_prefix(root).unwrap_or(&file);
+            let rel = rel.to_string_lossy().trim_start_matches("./").to_owned();
+            if files.iter().any(|f| f.path == rel) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).map_err(|source| CommandError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            files.push(SourceFile { path: rel, text });
+        }
+        Ok(())
+    };
+    for p in paths {
+        add(p, &mut files)?;
+    }
+    // The values files the automations update carry the markers that make environments.
+    for dir in flux_import::update_paths(&files) {
+        let dir = root.join(&dir);
+        if dir.exists() {
+            add(&dir, &mut files)?;
+        }
+    }
+    let imported = flux_import::import(&files);
+    for n in &imported.notes {
+        eprintln!("{n}");
+    }
+    if imported.objects == 0 {
+        eprintln!("no Flux ImageRepository, ImagePolicy or ImageUpdateAutomation found");
+        return Ok(EXIT_FAILED);
+    }
+    print!("{}", imported.config);
+    Ok(EXIT_OK)
+}
+
+/// `path` if it is a file, else every `.yaml`/`.yml` file under it, sorted.
+fn yaml_files(path: &std::path::Path) -> Result<Vec<PathBuf>, CommandError> {
+    let read = |source| CommandError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(read)?.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(read)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            out.extend(yaml_files(&e)?);
+        } else if e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(e);
+        }
+    }
+    Ok(out)
 }

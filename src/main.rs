@@ -121,6 +121,22 @@ enum Command {
         /// Workspace name from `infra:`; all when omitted.
         workspace: Option<String>,
     },
+    /// Print a config/tagflow.yaml equivalent to the Flux image automation in PATHs.
+    ///
+    /// Reads ImageRepository, ImagePolicy and ImageUpdateAutomation objects
+    /// (image.toolkit.fluxcd.io v1beta2 and v1) from YAML files or directories (read
+    /// recursively; several `---` documents per file; other kinds are ignored), and the values
+    /// files under each automation's update.path whose $imagepolicy markers become
+    /// environments. The config goes to stdout; every field that could not be mapped goes to
+    /// stderr as file:line. Exit 1 when no such object was found.
+    ImportFlux {
+        /// Files or directories holding the Flux objects.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Repo root: the config's paths (environments.*.file, update.path) are relative to it.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// Render an infra workspace's inventory from its current terraform outputs and commit it
     /// if it changed (plans and applies nothing).
     Inventory {
@@ -204,6 +220,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Inventory { workspace } => {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
+        Command::ImportFlux { paths, root } => commands::import_flux(&paths, &root)?,
         Command::Run { listen, lease } => run(args, listen, &lease).await?,
         Command::Status { lease } => match (lease.store()?, lease.lease) {
             (StateStore::Lease, Some(name)) => commands::status(&name).await?,

@@ -5,11 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use regex::Regex;
 
 use crate::config::{Direction, Order, PolicyConfig};
+
+mod explain;
+mod range;
+
+pub use explain::{NoCandidate, Screened};
+pub use range::{Range, RangeError};
 
 /// A compiled policy.
 #[derive(Debug, Clone)]
@@ -20,8 +27,9 @@ pub struct Policy {
     /// The ordering.
     pub order: Order,
     direction: Direction,
-    range: Option<semver::VersionReq>,
+    range: Option<Range>,
     allow_numeric_semver: bool,
+    min_age: Option<Duration>,
 }
 
 /// A policy that does not compile (config validation reports these with lines first).
@@ -32,7 +40,7 @@ pub enum PolicyError {
     Regex(#[from] regex::Error),
     /// Bad semver range.
     #[error("failed to parse semver range: {0}")]
-    Range(#[from] semver::Error),
+    Range(#[from] RangeError),
 }
 
 /// A tag that passed the filter, with the value the ordering looks at.
@@ -113,32 +121,30 @@ pub struct Decision {
     pub considered: usize,
     /// Tags left out and why (not on the branch, no build time, …).
     pub skipped: Vec<(String, String)>,
+    /// The tag the ordering would have picked had `minAge` not held it back.
+    pub held_back: Option<HeldBack>,
 }
 
-/// Nothing to choose.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no tag qualifies ({considered} matched the filter; {})", summarize(.skipped))]
-pub struct NoCandidate {
-    /// Tags that matched the filter.
-    pub considered: usize,
-    /// Why each was left out.
-    pub skipped: Vec<(String, String)>,
+/// A tag the ordering ranks first but that has not existed for `minAge` yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The tag.
+    pub tag: String,
+    /// How long ago its image was built.
+    pub age: Duration,
+    /// The policy's `minAge`.
+    pub min_age: Duration,
 }
 
-fn summarize(skipped: &[(String, String)]) -> String {
-    if skipped.is_empty() {
-        return "none left out".to_owned();
-    }
-    let shown: Vec<String> = skipped
-        .iter()
-        .take(3)
-        .map(|(t, w)| format!("{t}: {w}"))
-        .collect();
-    let more = skipped.len().saturating_sub(3);
-    if more > 0 {
-        format!("{}; and {more} more", shown.join("; "))
-    } else {
-        shown.join("; ")
+impl fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "newest qualifying tag {} is {} old, minAge {}",
+            self.tag,
+            explain::duration(self.age),
+            explain::duration(self.min_age)
+        )
     }
 }
 
@@ -155,49 +161,76 @@ impl Policy {
                 .collect::<Result<_, _>>()?,
             order: c.order,
             direction: c.direction,
-            range: c
-                .range
-                .as_deref()
-                .map(semver::VersionReq::parse)
-                .transpose()?,
+            range: c.range.as_deref().map(Range::parse).transpose()?,
             allow_numeric_semver: c.allow_numeric_semver,
+            min_age: c.min_age,
         })
     }
 
     /// Keep the tags that match the filter, are not excluded and are valid for the ordering.
-    /// Tags are returned sorted, so the result does not depend on the registry's listing order.
     pub fn filter<'a>(&self, tags: impl IntoIterator<Item = &'a str>) -> Vec<Qualified> {
-        let mut out: Vec<Qualified> = tags
-            .into_iter()
-            .filter(|t| crate::rewrite::valid_tag(t))
-            .filter(|t| !self.exclude.iter().any(|e| e.is_match(t)))
-            .filter_map(|t| {
-                let caps = self.tags.captures(t)?;
-                let key = match &self.extract {
-                    Some(tpl) => {
-                        let mut s = String::new();
-                        caps.expand(tpl, &mut s);
-                        s
-                    }
-                    None => t.to_owned(),
-                };
-                Some(Qualified {
+        self.screen(tags).qualified
+    }
+
+    /// Sort the listed tags into those that qualify and those left out, with why: the
+    /// explanation when none qualifies. Qualified tags are sorted, so the result does not
+    /// depend on the registry's listing order.
+    pub fn screen<'a>(&self, tags: impl IntoIterator<Item = &'a str>) -> Screened {
+        let mut listed: Vec<&str> = tags.into_iter().collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let mut out = Screened::new(self.tags.as_str(), listed.len());
+        for t in listed {
+            if !crate::rewrite::valid_tag(t) {
+                out.leave_out(t, "not valid tags");
+                continue;
+            }
+            let Some(caps) = self.tags.captures(t) else {
+                out.unmatched(t);
+                continue;
+            };
+            out.matched += 1;
+            if let Some(e) = self.exclude.iter().find(|e| e.is_match(t)) {
+                out.leave_out(t, format!("excluded by `{e}`"));
+                continue;
+            }
+            let key = match &self.extract {
+                Some(tpl) => {
+                    let mut s = String::new();
+                    caps.expand(tpl, &mut s);
+                    s
+                }
+                None => t.to_owned(),
+            };
+            let unfit = match self.order {
+                Order::Semver => match (self.parse_version(&key), &self.range) {
+                    (None, _) => Some("not semver".to_owned()),
+                    (Some(v), Some(r)) if !r.matches(&v) => Some(format!("outside range {r}")),
+                    _ => None,
+                },
+                Order::Numerical => key.parse::<u128>().is_err().then(|| "not a number".into()),
+                _ => key.is_empty().then(|| "empty after extract".into()),
+            };
+            match unfit {
+                Some(why) => out.leave_out(t, why),
+                None => out.qualified.push(Qualified {
                     tag: t.to_owned(),
                     key,
-                })
-            })
-            .filter(|q| match self.order {
-                Order::Semver => self.version(&q.key).is_some(),
-                Order::Numerical => q.key.parse::<u128>().is_ok(),
-                _ => !q.key.is_empty(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.tag.cmp(&b.tag));
-        out.dedup_by(|a, b| a.tag == b.tag);
+                }),
+            }
+        }
         out
     }
 
     fn version(&self, key: &str) -> Option<semver::Version> {
+        let v = self.parse_version(key)?;
+        match &self.range {
+            Some(r) if !r.matches(&v) => None,
+            _ => Some(v),
+        }
+    }
+
+    fn parse_version(&self, key: &str) -> Option<semver::Version> {
         let s = key.strip_prefix('v').unwrap_or(key);
         // A 7-hex short hash made only of digits would otherwise parse as a version.
         if !self.allow_numeric_semver && !s.contains('.') {
@@ -206,70 +239,109 @@ impl Policy {
         // With the flag, an all-digit tag is the major version (`1234567` → 1234567.0.0).
         let numeric =
             self.allow_numeric_semver && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        let v = if numeric {
-            semver::Version::new(s.parse().ok()?, 0, 0)
+        if numeric {
+            Some(semver::Version::new(s.parse().ok()?, 0, 0))
         } else {
-            semver::Version::parse(s).ok()?
-        };
-        match &self.range {
-            Some(r) if !r.matches(&v) => None,
-            _ => Some(v),
+            semver::Version::parse(s).ok()
         }
     }
 
-    /// Pick the newest qualified tag. `facts` holds what the ordering needs, keyed by tag.
+    /// Pick the newest qualified tag. `facts` holds what the ordering needs, keyed by tag;
+    /// `now` judges `minAge`.
     pub fn select(
         &self,
-        qualified: &[Qualified],
+        screened: &Screened,
         facts: &BTreeMap<String, Facts>,
+        now: DateTime<Utc>,
     ) -> Result<Decision, NoCandidate> {
         let mut skipped = Vec::new();
-        let considered = qualified.len();
-        let none = |skipped| NoCandidate {
-            considered,
-            skipped,
-        };
-        let decision = |tag: &str, reason, skipped| Decision {
-            tag: tag.to_owned(),
-            reason,
-            considered,
-            skipped,
-        };
+        let mut old_enough = Vec::new();
+        let mut young = Vec::new();
+        for q in &screened.qualified {
+            let created = facts.get(&q.tag).and_then(|f| f.created);
+            match (self.min_age, created) {
+                (None, _) => old_enough.push(q),
+                (Some(_), None) => skipped.push((
+                    q.tag.clone(),
+                    "with no build time (image config `created`), which minAge needs".to_owned(),
+                )),
+                (Some(min), Some(c)) => match age(now, c) {
+                    a if a < min => young.push((q, a)),
+                    _ => old_enough.push(q),
+                },
+            }
+        }
+        // What the ordering would pick without minAge: reported when minAge holds it back.
+        let held_back = self.min_age.and_then(|min_age| {
+            let mut all: Vec<&Qualified> = old_enough.clone();
+            all.extend(young.iter().map(|(q, _)| *q));
+            let (tag, _) = self.pick(&all, facts, &mut Vec::new())?;
+            let (_, age) = young.iter().find(|(q, _)| q.tag == tag)?;
+            Some(HeldBack {
+                tag,
+                age: *age,
+                min_age,
+            })
+        });
+        if let Some(min) = self.min_age {
+            skipped.extend(young.iter().map(|(q, _)| {
+                (
+                    q.tag.clone(),
+                    format!("younger than minAge {}", explain::duration(min)),
+                )
+            }));
+        }
+        match self.pick(&old_enough, facts, &mut skipped) {
+            Some((tag, reason)) => Ok(Decision {
+                tag,
+                reason,
+                considered: screened.qualified.len(),
+                skipped,
+                held_back,
+            }),
+            None => Err(screened.none_qualifies(skipped)),
+        }
+    }
+
+    /// The ordering's pick among `candidates`; tags it cannot rank go to `skipped`.
+    fn pick(
+        &self,
+        candidates: &[&Qualified],
+        facts: &BTreeMap<String, Facts>,
+        skipped: &mut Vec<(String, String)>,
+    ) -> Option<(String, Reason)> {
         match self.order {
             Order::Built => {
                 let mut dated = Vec::new();
-                for q in qualified {
+                for q in candidates {
                     match facts.get(&q.tag).and_then(|f| f.created) {
                         Some(c) => dated.push((c, q)),
                         None => skipped.push((
                             q.tag.clone(),
-                            "image has no build time (created)".to_owned(),
+                            "with no build time (image config `created`)".to_owned(),
                         )),
                     }
                 }
-                let Some(newest) = dated.iter().map(|(c, _)| *c).max() else {
-                    return Err(none(skipped));
-                };
+                let newest = dated.iter().map(|(c, _)| *c).max()?;
                 let mut tied: Vec<&str> = dated
                     .iter()
                     .filter(|(c, _)| *c == newest)
                     .map(|(_, q)| q.tag.as_str())
                     .collect();
                 tied.sort_unstable();
-                let winner = tied.pop().unwrap_or_default();
+                let winner = tied.pop()?.to_owned();
                 let tied_with = tied.iter().map(|t| (*t).to_owned()).collect();
-                Ok(decision(
+                Some((
                     winner,
                     Reason::NewestBuild {
                         created: newest,
                         tied_with,
                     },
-                    skipped,
                 ))
             }
             Order::Git => {
                 let mut best: Option<(usize, &Qualified)> = None;
-                for q in qualified {
+                for q in candidates {
                     match facts.get(&q.tag).and_then(|f| f.commit_rank.clone()) {
                         Some(Ok(rank)) => {
                             if best.is_none_or(|(b, bq)| rank < b || (rank == b && q.tag > bq.tag))
@@ -281,47 +353,30 @@ impl Policy {
                         None => skipped.push((q.tag.clone(), "commit not looked up".to_owned())),
                     }
                 }
-                let (rank, q) = best.ok_or_else(|| none(skipped.clone()))?;
-                Ok(decision(
-                    &q.tag,
-                    Reason::NewestCommit { behind_head: rank },
-                    skipped,
-                ))
+                let (rank, q) = best?;
+                Some((q.tag.clone(), Reason::NewestCommit { behind_head: rank }))
             }
-            Order::Semver => {
-                let pick = self
-                    .best_by(qualified, |q| self.version(&q.key))
-                    .ok_or_else(|| none(Vec::new()))?;
-                Ok(decision(
-                    &pick.0.tag,
-                    Reason::HighestVersion(pick.1),
-                    skipped,
-                ))
-            }
-            Order::Numerical => {
-                let pick = self
-                    .best_by(qualified, |q| q.key.parse::<u128>().ok())
-                    .ok_or_else(|| none(Vec::new()))?;
-                Ok(decision(&pick.0.tag, Reason::Number(pick.1), skipped))
-            }
-            Order::Alphabetical => {
-                let pick = self
-                    .best_by(qualified, |q| Some(q.key.clone()))
-                    .ok_or_else(|| none(Vec::new()))?;
-                Ok(decision(&pick.0.tag, Reason::Alphabetical, skipped))
-            }
+            Order::Semver => self
+                .best_by(candidates, |q| self.version(&q.key))
+                .map(|(q, v)| (q.tag.clone(), Reason::HighestVersion(v))),
+            Order::Numerical => self
+                .best_by(candidates, |q| q.key.parse::<u128>().ok())
+                .map(|(q, n)| (q.tag.clone(), Reason::Number(n))),
+            Order::Alphabetical => self
+                .best_by(candidates, |q| Some(q.key.clone()))
+                .map(|(q, _)| (q.tag.clone(), Reason::Alphabetical)),
         }
     }
 
     /// Greatest key (smallest with `desc`); equal keys go to the greatest tag name.
     fn best_by<'q, K: Ord>(
         &self,
-        qualified: &'q [Qualified],
+        candidates: &[&'q Qualified],
         key: impl Fn(&Qualified) -> Option<K>,
     ) -> Option<(&'q Qualified, K)> {
-        let mut keyed: Vec<(K, &Qualified)> = qualified
+        let mut keyed: Vec<(K, &Qualified)> = candidates
             .iter()
-            .filter_map(|q| key(q).map(|k| (k, q)))
+            .filter_map(|q| key(q).map(|k| (k, *q)))
             .collect();
         keyed.sort_by(|(ka, qa), (kb, qb)| {
             let by_key = match self.direction {
@@ -333,10 +388,15 @@ impl Policy {
         keyed.pop().map(|(k, q)| (q, k))
     }
 
-    /// Whether the ordering needs image build times from the registry.
+    /// Whether the ordering or `minAge` needs image build times from the registry.
     pub fn needs_build_time(&self) -> bool {
-        self.order == Order::Built
+        self.order == Order::Built || self.min_age.is_some()
     }
+}
+
+/// How long ago `created` was; a build time in the future is age zero.
+fn age(now: DateTime<Utc>, created: DateTime<Utc>) -> Duration {
+    (now - created).to_std().unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

@@ -260,3 +260,65 @@ fn a_restart_mid_soak_resumes_the_soak_without_a_duplicate_commit() {
         "no duplicate promotion"
     );
 }
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn a_promotion_pushed_by_a_replica_killed_before_saving_state_is_reverted_from_git_alone() {
+    let w = world("{soak: 1s}");
+    w.apps.set_env_broken("prod", true);
+    let mut a = Replica::start(&w, "a");
+    // Kill a the moment its promotion is in git: its smoke checks of prod take seconds more.
+    let pushed = eventually(LIMIT, || {
+        (!commits_setting(&w.repo, "prod", "0f1e2d3").is_empty()).then_some(())
+    });
+    a.kill();
+    assert!(pushed.is_some(), "no promotion; logs:\n{}", a.logs());
+    assert_eq!(
+        tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
+        "0f1e2d3",
+        "a was killed after the promotion, before judging it"
+    );
+    // Whatever a saved is gone: the next replica has git and nothing else.
+    testbed::git(&w.repo.path, &["update-ref", "-d", "refs/tagflow/state"]);
+    let promotion = w
+        .repo
+        .log("main")
+        .into_iter()
+        .find(|c| c.subject.contains("prod app → 0f1e2d3"));
+    let body = testbed::git(
+        &w.repo.path,
+        &[
+            "log",
+            "-1",
+            "--format=%B",
+            &promotion.expect("promotion commit").sha,
+        ],
+    );
+    assert!(
+        body.contains("Tagflow-Previous: prod app a1b2c3d"),
+        "{body}"
+    );
+
+    let b = Replica::start(&w, "b");
+    wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &b);
+    assert!(b.logs().contains("following it from git"), "{}", b.logs());
+    let reverts = w
+        .repo
+        .log("main")
+        .into_iter()
+        .filter(|c| {
+            c.subject
+                .starts_with("tagflow: revert prod app 0f1e2d3 → a1b2c3d")
+        })
+        .count();
+    assert_eq!(reverts, 1, "one revert commit");
+    assert_eq!(
+        tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
+        "a1b2c3d"
+    );
+    let q = w
+        .repo
+        .read("main", "config/quarantine.yaml")
+        .expect("quarantine");
+    assert!(q.contains("tag: \"0f1e2d3\""), "{q}");
+}

@@ -92,9 +92,28 @@ pub(crate) struct Report<'a> {
     file: &'a str,
     doc: &'a yamlspan::Document,
     problems: Vec<Problem>,
+    /// `(section, name)` of named entries that were written but did not deserialize: their own
+    /// problem is reported, so checks that look them up must not report them missing as well.
+    unparsed: std::collections::BTreeSet<(String, String)>,
 }
 
 impl<'a> Report<'a> {
+    /// An empty report about `file`.
+    pub(crate) fn new(file: &'a str, doc: &'a yamlspan::Document) -> Self {
+        Self {
+            file,
+            doc,
+            problems: Vec::new(),
+            unparsed: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Whether `name` is written in `section` but was dropped for a problem already reported.
+    pub(crate) fn unparsed(&self, section: &str, name: &str) -> bool {
+        self.unparsed
+            .contains(&(section.to_owned(), name.to_owned()))
+    }
+
     /// Record a problem at the node found at `path` (or its nearest existing ancestor).
     pub(crate) fn at(&mut self, path: &[&str], message: impl Into<String>) {
         let mut p = path;
@@ -176,11 +195,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             }],
         });
     };
-    let mut r = Report {
-        file,
-        doc: &doc,
-        problems: Vec::new(),
-    };
+    let mut r = Report::new(file, &doc);
 
     for key in top.keys() {
         match key.as_str() {
@@ -254,9 +269,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         Some(_) => r.at(&["infra"], "infra: must be a list of workspaces"),
     }
-    let images: BTreeMap<String, ImageConfig> = named_entries(&mut r, get("images"), "images");
+    let images: BTreeMap<String, ImageConfig> =
+        named_entries(&mut r, get("images"), "images", "image");
     let environments: BTreeMap<String, EnvironmentConfig> =
-        named_entries(&mut r, get("environments"), "environments");
+        named_entries(&mut r, get("environments"), "environments", "environment");
 
     let config = Config {
         interval,
@@ -281,25 +297,37 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// Deserialize each `name: settings` entry of a section on its own. A section that is missing
+/// or empty is a problem of its own; one whose entries are all broken is not (each entry's
+/// problem says what is wrong, and "at least one is needed" would be false).
 fn named_entries<T: DeserializeOwned>(
     r: &mut Report<'_>,
     v: Option<&Value>,
     section: &str,
+    noun: &str,
 ) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
     match v {
-        None => {}
-        Some(Value::Mapping(m)) => {
+        Some(Value::Mapping(m)) if !m.is_empty() => {
             for (k, v) in m {
                 let Some(name) = k.as_str() else {
                     r.at(&[section], format!("{section}: names must be strings"));
                     continue;
                 };
-                if let Some(entry) = r.entry::<T>(&[section, name], v) {
-                    out.insert(name.to_owned(), entry);
+                match r.entry::<T>(&[section, name], v) {
+                    Some(entry) => {
+                        out.insert(name.to_owned(), entry);
+                    }
+                    None => {
+                        r.unparsed.insert((section.to_owned(), name.to_owned()));
+                    }
                 }
             }
         }
+        None | Some(Value::Mapping(_)) => r.at(
+            &[section],
+            format!("{section}: at least one {noun} is needed"),
+        ),
         Some(_) => r.at(
             &[section],
             format!("{section}: must be a mapping of name to settings"),

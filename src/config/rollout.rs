@@ -97,11 +97,7 @@ fn parse_list<T: serde::de::DeserializeOwned>(
         return Ok(Vec::new());
     };
     let (doc, root) = super::load(file, text)?;
-    let mut r = Report {
-        file,
-        doc: &doc,
-        problems: Vec::new(),
-    };
+    let mut r = Report::new(file, &doc);
     let mut out = Vec::new();
     match root {
         Value::Null => {}
@@ -313,17 +309,18 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     "environments.{name}.promoteFrom: an environment cannot promote from itself"
                 ),
             ),
-            Some(src) if !c.environments.contains_key(src) => r.at(
-                &at("promoteFrom"),
-                format!(
-                    "environments.{name}.promoteFrom: no environment {src} (known: {})",
-                    c.environments
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+            Some(src) if !c.environments.contains_key(src) && !r.unparsed("environments", src) => r
+                .at(
+                    &at("promoteFrom"),
+                    format!(
+                        "environments.{name}.promoteFrom: no environment {src} (known: {})",
+                        c.environments
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ),
-            ),
             Some(src) => {
                 if let Some(other) = sources.insert(src.as_str(), name.as_str()) {
                     r.at(

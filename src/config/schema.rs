@@ -162,6 +162,10 @@ pub struct PolicyConfig {
     /// Accept bare numbers like `1234567` as semver (off: a 7-digit hash is not a version).
     #[serde(default)]
     pub allow_numeric_semver: bool,
+    /// Pick a tag only once its image was built at least this long ago (image config
+    /// `created`), so a release can be pulled before it is deployed.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub min_age: Option<Duration>,
 }
 
 /// Tag orderings.

@@ -154,3 +154,29 @@ fn repo_paths_stay_inside_the_checkout() {
     }
     assert!(check_repo_path("envs/dev/patch.yaml").is_ok());
 }
+
+#[test]
+fn a_broken_entry_is_its_one_problem_not_also_a_missing_section() {
+    let text = "images:\n  app:\n    repository: r.example.com/app\n    policy: {tags: '.*', order: built}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    colour: blue\n  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: dev\n";
+    assert_eq!(
+        problems(text),
+        [
+            "c.yaml:8: environments.dev.colour: unknown field `colour`, expected one of `file`, `images`, `release`, `smoke`, `promoteFrom`, `gate`, `timeout`"
+        ]
+    );
+    // An image dropped for its own problem is not "no such image" where an environment names it.
+    let text = "images:\n  app:\n    repository: r.example.com/app\n    polcy: {}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    images: {app: {}}\n";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("c.yaml:4: images.app.polcy"), "{p:?}");
+    // Missing or empty sections are still reported.
+    let p = problems("images: {}\n").join("\n");
+    assert!(
+        p.contains("c.yaml:1: images: at least one image is needed"),
+        "{p}"
+    );
+    assert!(
+        p.contains("environments: at least one environment is needed"),
+        "{p}"
+    );
+}

@@ -8,15 +8,6 @@ use super::{Config, Order, Report};
 use crate::rewrite;
 
 pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
-    if c.images.is_empty() {
-        r.at(&["images"], "images: at least one image is needed");
-    }
-    if c.environments.is_empty() {
-        r.at(
-            &["environments"],
-            "environments: at least one environment is needed",
-        );
-    }
     let mut hosts = BTreeSet::new();
     for (i, reg) in c.registries.iter().enumerate() {
         let idx = i.to_string();
@@ -126,7 +117,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     &pol("range"),
                     format!("images.{name}.policy.range: only used with order: semver"),
                 );
-            } else if let Err(e) = semver::VersionReq::parse(range) {
+            } else if let Err(e) = crate::policy::Range::parse(range) {
                 r.at(
                     &pol("range"),
                     format!("images.{name}.policy.range: bad semver range {range:?}: {e}"),
@@ -167,7 +158,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                 );
             }
             for (img, target) in images {
-                if !c.images.contains_key(img) {
+                if !c.images.contains_key(img) && !r.unparsed("images", img) {
                     r.at(
                         &["environments", env_name, "images", img],
                         format!(

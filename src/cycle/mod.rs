@@ -10,6 +10,7 @@
 //!
 //! A cycle returns a [`Report`] and never sleeps; only the loop waits.
 
+mod adopt;
 pub mod alerts;
 pub mod load;
 pub mod pipeline;

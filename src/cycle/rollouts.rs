@@ -26,7 +26,9 @@ use crate::k8s::lease::{Elector, LeaseError};
 use crate::k8s::observed::{Observed, observed_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
-use crate::rollout::{self, Observation, Phase, Rollout, State, env_policy, promotions, register};
+use crate::rollout::{
+    self, Observation, Phase, Rollout, Seen, State, env_policy, promotions, register,
+};
 use crate::smoke::SmokeChecker;
 
 pub use super::store::StateStore;
@@ -275,7 +277,19 @@ impl Reconciler {
                 .await?;
             (c.commit, c.changes, c.head)
         };
-        let reg = register(&cfg, &mut state, &per_env, &changes, commit, at, now);
+        let from_git = self.found_in_git(&state, &per_env, at).await;
+        let reg = register(
+            &cfg,
+            &mut state,
+            &per_env,
+            &Seen {
+                changes: &changes,
+                commit,
+                head: at,
+                from_git: &from_git,
+            },
+            now,
+        );
         for old in &reg.superseded {
             self.rollout_post(&state, old, &format!("{}: {}", old.env, old.reason));
         }

@@ -186,73 +186,54 @@ impl Selector {
         let tags = self.registries.list_tags(cfg, &img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
         let quarantined = gates.quarantined_tags(name);
-        let qualified: Vec<_> = policy
-            .filter(tags.iter().map(String::as_str))
-            .into_iter()
-            .filter(|q| {
-                let out = quarantined.contains(&q.tag);
-                if out {
-                    tracing::debug!(image = %name, tag = %q.tag, "tag skipped: quarantined");
-                }
-                !out
-            })
-            .collect();
-        let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
-        match policy.order {
-            Order::Built => {
-                let metas = futures::future::join_all(qualified.iter().map(|q| {
-                    self.registries
-                        .resolve(cfg, &img.repository, &q.tag, &img.platform)
-                }))
-                .await;
-                for (q, meta) in qualified.iter().zip(metas) {
-                    match meta {
-                        Ok(m) => {
-                            facts.insert(
-                                q.tag.clone(),
-                                Facts {
-                                    created: m.created,
-                                    commit_rank: None,
-                                },
-                            );
-                        }
-                        // Listed but not readable: deleted since the listing, or — right after
-                        // a push notification — not stored yet. Not a candidate now; look again.
-                        Err(RegistryError::NotFound(_)) => self
-                            .unreadable
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .note(name, &q.tag),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+        let mut screened = policy.screen(tags.iter().map(String::as_str));
+        for tag in &quarantined {
+            if screened.qualified.iter().any(|q| q.tag == *tag) {
+                tracing::debug!(image = %name, tag = %tag, "tag skipped: quarantined");
+                screened.leave_out(tag, "quarantined");
             }
-            Order::Git => {
-                let source = img.source.clone().ok_or(SelectError::NoSource)?;
-                let keys: Vec<String> = qualified.iter().map(|q| q.key.clone()).collect();
-                let dir = self
-                    .sources_dir
-                    .join(&hex::encode(Sha256::digest(source.url.as_bytes()))[..16]);
-                let auth = self.auth.clone();
-                let ranks = tokio::task::spawn_blocking(move || {
-                    gitops::source::commit_ranks(&source.url, &source.branch, &dir, auth, &keys)
-                })
-                .await
-                .map_err(|e| SelectError::Source(GitError::Task(e.to_string())))?
-                .map_err(SelectError::Source)?;
-                for q in &qualified {
-                    facts.insert(
-                        q.tag.clone(),
-                        Facts {
-                            created: None,
-                            commit_rank: ranks.get(&q.key).cloned(),
-                        },
-                    );
-                }
-            }
-            _ => {}
         }
-        let decision = policy.select(&qualified, &facts)?;
+        let qualified = &screened.qualified;
+        let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
+        // Build times serve `order: built` and `minAge`, whatever the order.
+        if policy.needs_build_time() {
+            let metas = futures::future::join_all(qualified.iter().map(|q| {
+                self.registries
+                    .resolve(cfg, &img.repository, &q.tag, &img.platform)
+            }))
+            .await;
+            for (q, meta) in qualified.iter().zip(metas) {
+                match meta {
+                    Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
+                    // Listed but not readable: deleted since the listing, or — right after
+                    // a push notification — not stored yet. Not a candidate now; look again.
+                    Err(RegistryError::NotFound(_)) => self
+                        .unreadable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .note(name, &q.tag),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if policy.order == Order::Git {
+            let source = img.source.clone().ok_or(SelectError::NoSource)?;
+            let keys: Vec<String> = qualified.iter().map(|q| q.key.clone()).collect();
+            let dir = self
+                .sources_dir
+                .join(&hex::encode(Sha256::digest(source.url.as_bytes()))[..16]);
+            let auth = self.auth.clone();
+            let ranks = tokio::task::spawn_blocking(move || {
+                gitops::source::commit_ranks(&source.url, &source.branch, &dir, auth, &keys)
+            })
+            .await
+            .map_err(|e| SelectError::Source(GitError::Task(e.to_string())))?
+            .map_err(SelectError::Source)?;
+            for q in qualified {
+                facts.entry(q.tag.clone()).or_default().commit_rank = ranks.get(&q.key).cloned();
+            }
+        }
+        let decision = policy.select(&screened, &facts, chrono::Utc::now())?;
         let meta = self
             .registries
             .resolve(cfg, &img.repository, &decision.tag, &img.platform)
@@ -265,7 +246,11 @@ impl Selector {
             repository: img.repository.clone(),
             tag: decision.tag.clone(),
             digest: meta.digest,
-            reason: decision.reason.to_string(),
+            // The "selected" log line carries this: say what minAge held back, if anything.
+            reason: match &decision.held_back {
+                Some(held) => format!("{}; {held}: keeping {}", decision.reason, decision.tag),
+                None => decision.reason.to_string(),
+            },
         })
     }
 }

@@ -6,6 +6,7 @@
 //! caller to plan again on it, and retries with backoff.
 
 pub mod auth;
+mod history;
 mod repo;
 mod snapshot;
 pub mod source;

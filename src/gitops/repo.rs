@@ -189,6 +189,16 @@ impl ConfigRepo {
         .await?
     }
 
+    /// Tagflow's last commit setting each (env, image) of `wanted`, read from the fetched
+    /// history (see [`Checkout::last_sets`]).
+    pub async fn last_sets(
+        &self,
+        from: Oid,
+        wanted: Vec<(String, String)>,
+    ) -> Result<super::history::LastSets, GitError> {
+        self.with_git(move |c| c.last_sets(from, &wanted)).await?
+    }
+
     /// Whether revision `rev` (as a reconciler reports it) is `commit` or a descendant of it.
     pub async fn contains(&self, rev: &str, commit: &str) -> bool {
         let (rev, commit) = (rev.to_owned(), commit.to_owned());

@@ -4,6 +4,7 @@
 //! inventories — is planned here; `gitops` only pushes what a plan prepared.
 
 mod change;
+pub mod trailer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -247,7 +248,8 @@ pub fn describe(c: &EnvChange) -> String {
     )
 }
 
-/// Commit message: a subject from the template, a line per change, and a trailer per image set.
+/// Commit message: a subject from the template, a line per change, and trailers per image set:
+/// what it set and, when known, what it replaced (see [`trailer`]).
 pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &PerEnv) -> String {
     let desired_in = |env: &str, img: &str| per_env.get(env).and_then(|m| m.get(img));
     // Summarise by (env, image) → tag, so the subject says what moved, not which fields.
@@ -284,6 +286,13 @@ pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &P
                 "Tagflow-Set: {env} {img} {}:{} {}",
                 d.repository, d.tag, d.digest
             );
+            let set = trailer::Values {
+                tag: d.tag.clone(),
+                digest: d.digest.clone(),
+            };
+            if let Some(old) = trailer::previous_values(changes, env, img, &set) {
+                let _ = writeln!(msg, "{}", trailer::previous_line(env, img, &old));
+            }
         }
     }
     msg
@@ -358,6 +367,17 @@ mod tests {
             p.message
                 .contains("Tagflow-Set: dev app r.example.com/team/app:0f1e2d3 sha256:abab"),
             "{}",
+            p.message
+        );
+        // What each commit replaced, so a replica that never saw it can still revert it.
+        assert!(
+            p.message.contains("Tagflow-Previous: dev app a1b2c3d\n"),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.message.contains("Tagflow-Previous: prod app 0f1e2d3\n"),
+            "prod had no digest before: {}",
             p.message
         );
         let d = diff(&p.edits, |path| {

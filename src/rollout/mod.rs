@@ -18,7 +18,10 @@
 
 mod register;
 
-pub use register::{RESYNC, Registered, env_policy, promotions, register, wants_rollouts};
+pub use register::{
+    Adopted, FromGit, RESYNC, Registered, Seen, env_policy, promotions, register, unknown,
+    wants_rollouts,
+};
 
 use std::time::Duration;
 

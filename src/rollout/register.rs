@@ -8,7 +8,7 @@ use git2::Oid;
 
 use super::{EnvPolicy, Phase, Pinned, Promotion, Rollout, State};
 use crate::config::{self, Config};
-use crate::plan::{Desired, EnvChange, PerEnv};
+use crate::plan::{Desired, EnvChange, PerEnv, trailer};
 use crate::rollout;
 
 /// How often rollouts in flight are looked at when no watch event comes first.
@@ -93,17 +93,68 @@ pub struct Registered {
     pub superseded: Vec<Rollout>,
 }
 
+/// A commit of tagflow found in git for an (environment, image) the state knows nothing of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adopted {
+    /// The commit.
+    pub commit: Oid,
+    /// What it set.
+    pub set: Pinned,
+    /// What it replaced (its `Tagflow-Previous:` trailer).
+    pub previous: Option<Pinned>,
+}
+
+impl Adopted {
+    /// From a commit's trailers.
+    pub fn new(commit: Oid, record: trailer::SetRecord) -> Self {
+        Adopted {
+            commit,
+            set: pinned(record.set),
+            previous: record.previous.map(pinned),
+        }
+    }
+}
+
+/// [`Adopted`] commits by [`State::key`].
+pub type FromGit = std::collections::BTreeMap<String, Adopted>;
+
+/// The (env, image) keys of `per_env` that the state knows nothing of: where to look in git.
+pub fn unknown(state: &State, per_env: &PerEnv) -> Vec<(String, String)> {
+    per_env
+        .iter()
+        .flat_map(|(env, m)| m.keys().map(move |img| (env.clone(), img.clone())))
+        .filter(|(env, img)| state.get(env, img).is_none())
+        .collect()
+}
+
+/// What this cycle saw in git.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    /// The changes of the commit this cycle made (empty without one).
+    pub changes: &'a [EnvChange],
+    /// The commit this cycle made.
+    pub commit: Option<Oid>,
+    /// The head after it.
+    pub head: Oid,
+    /// Tagflow's commits found in git for pairs the state knows nothing of.
+    pub from_git: &'a FromGit,
+}
+
 /// What a commit (or an unchanged head) means for the state: new rollouts, superseded ones,
 /// promoted sources (pure).
 pub fn register(
     cfg: &Config,
     state: &mut State,
     per_env: &PerEnv,
-    changes: &[EnvChange],
-    commit: Option<Oid>,
-    head: Oid,
+    seen: &Seen<'_>,
     now: chrono::DateTime<Utc>,
 ) -> Registered {
+    let Seen {
+        changes,
+        commit,
+        head,
+        from_git,
+    } = *seen;
     let mut out = Registered::default();
     for (env, images) in per_env {
         for (image, d) in images {
@@ -120,10 +171,16 @@ pub fn register(
                 r.pinned == pinned
                     || (r.phase == Phase::Quarantined && r.previous.as_ref() == Some(&pinned))
             });
+            // A commit of tagflow that set these very values, found in git with no state for it:
+            // a rollout whose replica died before saving it (follow it, revert it if it fails).
+            let adopted = from_git
+                .get(&key)
+                .filter(|a| existing.is_none() && !changed_here && a.set == pinned);
             if same && !changed_here {
                 // Nothing new here.
             } else if existing.is_none()
                 && !changed_here
+                && adopted.is_none()
                 && !promoting(cfg, state, env, image, &pinned)
             {
                 // First sight of this environment: what runs now is the baseline.
@@ -136,7 +193,8 @@ pub fn register(
                 let previous = existing
                     .as_ref()
                     .and_then(rollout::last_good)
-                    .or_else(|| old_values(changes, env, image));
+                    .or_else(|| old_values(changes, env, image, &pinned))
+                    .or_else(|| adopted.and_then(|a| a.previous.clone()));
                 if let Some(old) =
                     existing.filter(|r| !r.phase.is_terminal() && r.phase != Phase::Failed)
                 {
@@ -144,11 +202,16 @@ pub fn register(
                     out.superseded
                         .push(rollout::superseded(&old, now, &pinned.tag));
                 }
-                let at = match (changed_here, commit) {
-                    (true, Some(c)) => c,
+                let at = match (changed_here, commit, adopted) {
+                    (true, Some(c), _) => c,
+                    // Found in git: follow it from the commit that made it.
+                    (_, _, Some(a)) => a.commit,
                     // Made by a previous leader whose state save was lost: adopt it at the head.
                     _ => head,
                 };
+                if let Some(a) = adopted {
+                    tracing::info!(env = %env, image = %image, tag = %pinned.tag, commit = %crate::gitops::short(a.commit), previous = ?a.previous.as_ref().map(|p| &p.tag), "no state for this commit of tagflow: following it from git");
+                }
                 let r =
                     Rollout::committed(env, image, pinned.clone(), previous, &at.to_string(), now);
                 state.rollouts.insert(key.clone(), r);
@@ -185,24 +248,19 @@ fn promoting(cfg: &Config, state: &State, env: &str, image: &str, pinned: &Pinne
 }
 
 /// The tag and digest an environment's file had before this commit, from the change list.
-fn old_values(changes: &[EnvChange], env: &str, image: &str) -> Option<Pinned> {
-    let mine = changes
-        .iter()
-        .filter(|c| c.env == env && c.change.image == image);
-    let mut tag = None;
-    let mut digest = String::new();
-    for c in mine {
-        match c.change.field {
-            crate::rewrite::Field::Tag => tag = Some(c.change.old.clone()),
-            crate::rewrite::Field::Digest => digest = c.change.old.clone(),
-            crate::rewrite::Field::Full => {
-                tag = c.change.old.rsplit_once(':').map(|(_, t)| t.to_owned());
-            }
-            crate::rewrite::Field::Name => {}
-        }
+fn old_values(changes: &[EnvChange], env: &str, image: &str, set: &Pinned) -> Option<Pinned> {
+    let set = trailer::Values {
+        tag: set.tag.clone(),
+        digest: set.digest.clone(),
+    };
+    trailer::previous_values(changes, env, image, &set).map(pinned)
+}
+
+fn pinned(v: trailer::Values) -> Pinned {
+    Pinned {
+        tag: v.tag,
+        digest: v.digest,
     }
-    tag.filter(|t| !t.is_empty())
-        .map(|tag| Pinned { tag, digest })
 }
 
 #[cfg(test)]

@@ -53,9 +53,12 @@ fn first_sight_is_a_silent_healthy_baseline() {
         &cfg(),
         &mut state,
         &desired("dev", "a1b2c3d"),
-        &[],
-        None,
-        oid(1),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(1),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert_eq!(reg, Registered::default());
@@ -74,9 +77,12 @@ fn a_commit_starts_a_rollout_remembering_what_to_revert_to() {
         &cfg(),
         &mut state,
         &desired("dev", "0f1e2d3"),
-        &changes,
-        Some(oid(2)),
-        oid(2),
+        &Seen {
+            changes: &changes,
+            commit: Some(oid(2)),
+            head: oid(2),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert_eq!(reg.started, vec![("dev".to_owned(), "app".to_owned())]);
@@ -91,9 +97,12 @@ fn a_commit_starts_a_rollout_remembering_what_to_revert_to() {
         &cfg(),
         &mut state,
         &desired("dev", "0f1e2d3"),
-        &[],
-        None,
-        oid(3),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(3),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert_eq!(again, Registered::default());
@@ -107,9 +116,12 @@ fn a_newer_tag_supersedes_an_unfinished_rollout() {
         &cfg(),
         &mut state,
         &desired("dev", "0f1e2d3"),
-        &changes,
-        Some(oid(2)),
-        oid(2),
+        &Seen {
+            changes: &changes,
+            commit: Some(oid(2)),
+            head: oid(2),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     let changes = [change("dev", "0f1e2d3", "1a2b3c4")];
@@ -117,9 +129,12 @@ fn a_newer_tag_supersedes_an_unfinished_rollout() {
         &cfg(),
         &mut state,
         &desired("dev", "1a2b3c4"),
-        &changes,
-        Some(oid(3)),
-        oid(3),
+        &Seen {
+            changes: &changes,
+            commit: Some(oid(3)),
+            head: oid(3),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert_eq!(reg.superseded.len(), 1);
@@ -142,9 +157,12 @@ fn promotion_waits_for_healthy_and_a_commit_made_by_a_lost_leader_is_adopted_not
         &c,
         &mut state,
         &desired("dev", "0f1e2d3"),
-        &changes,
-        Some(oid(2)),
-        oid(2),
+        &Seen {
+            changes: &changes,
+            commit: Some(oid(2)),
+            head: oid(2),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert!(
@@ -174,7 +192,18 @@ fn promotion_waits_for_healthy_and_a_commit_made_by_a_lost_leader_is_adopted_not
     );
     // The old leader pushed the promotion and died before saving: git already has it, so the
     // plan is unchanged and the rollout is adopted at the head.
-    let reg = register(&c, &mut state, &due, &[], None, oid(9), now());
+    let reg = register(
+        &c,
+        &mut state,
+        &due,
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(9),
+            from_git: &FromGit::new(),
+        },
+        now(),
+    );
     assert_eq!(reg.started, vec![("prod".to_owned(), "app".to_owned())]);
     assert_eq!(
         state.get("prod", "app").expect("prod").commit,
@@ -195,9 +224,12 @@ fn after_a_revert_the_restored_values_are_not_a_new_rollout() {
         &cfg(),
         &mut state,
         &desired("dev", "0f1e2d3"),
-        &changes,
-        Some(oid(2)),
-        oid(2),
+        &Seen {
+            changes: &changes,
+            commit: Some(oid(2)),
+            head: oid(2),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     let r = state.rollouts.get_mut("dev/app").expect("dev");
@@ -210,9 +242,12 @@ fn after_a_revert_the_restored_values_are_not_a_new_rollout() {
         &cfg(),
         &mut state,
         &desired("dev", "a1b2c3d"),
-        &[],
-        None,
-        oid(4),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(4),
+            from_git: &FromGit::new(),
+        },
         now(),
     );
     assert_eq!(reg, Registered::default());
@@ -238,4 +273,102 @@ fn env_policy_takes_the_gate_of_the_environment_promoted_from_it() {
             .is_none()
     );
     assert!(wants_rollouts(&cfg()));
+}
+
+fn pin(tag: &str) -> Pinned {
+    Pinned {
+        tag: tag.into(),
+        digest: format!("sha256:{}", tag.repeat(10)),
+    }
+}
+
+#[test]
+fn a_commit_found_in_git_without_state_is_followed_from_that_commit() {
+    // A replica pushed 0f1e2d3 to dev and died before saving any state.
+    let mut state = State::default();
+    let from_git = FromGit::from([(
+        State::key("dev", "app"),
+        Adopted {
+            commit: oid(4),
+            set: pin("0f1e2d3"),
+            previous: Some(pin("a1b2c3d")),
+        },
+    )]);
+    let reg = register(
+        &cfg(),
+        &mut state,
+        &desired("dev", "0f1e2d3"),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(5),
+            from_git: &from_git,
+        },
+        now(),
+    );
+    assert_eq!(reg.started, vec![("dev".to_owned(), "app".to_owned())]);
+    let r = state.get("dev", "app").expect("rollout");
+    assert_eq!(
+        (r.phase, r.commit.clone()),
+        (Phase::Committed, oid(4).to_string()),
+        "followed from the commit that made it, not taken as running"
+    );
+    assert_eq!(
+        r.previous,
+        Some(pin("a1b2c3d")),
+        "revertible from git alone"
+    );
+}
+
+#[test]
+fn values_edited_by_hand_after_tagflow_commit_are_a_baseline() {
+    let mut state = State::default();
+    let from_git = FromGit::from([(
+        State::key("dev", "app"),
+        Adopted {
+            commit: oid(4),
+            set: pin("0f1e2d3"),
+            previous: Some(pin("a1b2c3d")),
+        },
+    )]);
+    let reg = register(
+        &cfg(),
+        &mut state,
+        &desired("dev", "9e8d7c6"),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(5),
+            from_git: &from_git,
+        },
+        now(),
+    );
+    assert_eq!(reg, Registered::default());
+    assert_eq!(
+        state.get("dev", "app").map(|r| r.phase),
+        Some(Phase::Healthy)
+    );
+}
+
+#[test]
+fn unknown_lists_only_pairs_without_state() {
+    let mut state = State::default();
+    register(
+        &cfg(),
+        &mut state,
+        &desired("dev", "a1b2c3d"),
+        &Seen {
+            changes: &[],
+            commit: None,
+            head: oid(1),
+            from_git: &FromGit::new(),
+        },
+        now(),
+    );
+    let mut both = desired("dev", "a1b2c3d");
+    both.extend(desired("prod", "a1b2c3d"));
+    assert_eq!(
+        unknown(&state, &both),
+        vec![("prod".to_owned(), "app".to_owned())]
+    );
 }

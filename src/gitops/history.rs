@@ -1,0 +1,50 @@
+//! Tagflow's own commits in the history: what the last of them set for an (environment, image),
+//! read from its trailers, for a replica that has no rollout state for it.
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+
+use super::{Checkout, GitError, git_err};
+use crate::plan::trailer::{self, SetRecord};
+
+/// Tagflow's last commit per (env, image), with what its trailers say.
+pub type LastSets = BTreeMap<(String, String), (Oid, SetRecord)>;
+
+/// How far back the first-parent history is read for tagflow's last commit of an image.
+pub const HISTORY_DEPTH: usize = 500;
+
+impl Checkout {
+    /// For each (env, image) of `wanted`, the last commit on the first-parent history of `from`
+    /// (at most [`HISTORY_DEPTH`] commits back) whose trailers say tagflow set that image there,
+    /// unless tagflow reverted it since. Keys missing from the answer have no such commit.
+    pub fn last_sets(&self, from: Oid, wanted: &[(String, String)]) -> Result<LastSets, GitError> {
+        let mut found = BTreeMap::new();
+        let mut open: Vec<&(String, String)> = wanted.iter().collect();
+        let mut walk = self.repo.revwalk().map_err(git_err("walk history"))?;
+        walk.push(from).map_err(git_err("walk history"))?;
+        walk.simplify_first_parent()
+            .map_err(git_err("walk history"))?;
+        for id in walk.take(HISTORY_DEPTH) {
+            if open.is_empty() {
+                break;
+            }
+            let id = id.map_err(git_err("walk history"))?;
+            let commit = self.repo.find_commit(id).map_err(git_err("read commit"))?;
+            let message = String::from_utf8_lossy(commit.message_bytes());
+            open.retain(|key @ (env, image)| {
+                if trailer::is_revert(&message, env, image) {
+                    return false;
+                }
+                match trailer::parse(&message, env, image) {
+                    Some(record) => {
+                        found.insert((*key).clone(), (id, record));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        Ok(found)
+    }
+}
