@@ -23,8 +23,8 @@ use serde_json::Value as Json;
 
 use cluster::Cluster;
 use support::{
-    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, repo, run_ok,
-    run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
+    Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, release_resources, repo,
+    run_ok, run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
 };
 
 /// scripts/build-image with an already built binary (well under 10 s).
@@ -499,36 +499,38 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
         "events urls=[] names=[] verbs=[create patch]",
         "events.events.k8s.io urls=[] names=[] verbs=[create patch]",
     ];
-    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::from([
         (
-            "tagflow",
-            vec![
+            "tagflow".to_owned(),
+            [
                 "leases.coordination.k8s.io urls=[] names=[tagflow] verbs=[get update]",
                 "leases.coordination.k8s.io urls=[] names=[] verbs=[create]",
                 events[0],
                 events[1],
-            ],
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ),
-        (
-            "dev",
-            vec![
-                "helmreleases.helm.toolkit.fluxcd.io urls=[] names=[] verbs=[get list watch]",
-                events[0],
-                events[1],
-            ],
-        ),
-        (
-            "prod",
-            vec![
-                "helmreleases.helm.toolkit.fluxcd.io urls=[] names=[] verbs=[get list watch]",
-                events[0],
-                events[1],
-            ],
-        ),
-        ("default", vec![]),
-        ("kube-system", vec![]),
-        ("flux-system", vec![]),
+        ("default".to_owned(), vec![]),
+        ("kube-system".to_owned(), vec![]),
+        ("flux-system".to_owned(), vec![]),
+        ("argocd".to_owned(), vec![]),
     ]);
+    // Where config/tagflow.yaml follows releases: read on exactly those kinds, and Events.
+    let releases = release_resources();
+    assert!(
+        !releases.is_empty(),
+        "config/tagflow.yaml follows no release"
+    );
+    for (ns, resources) in releases {
+        let want = expected.entry(ns).or_default();
+        want.extend(
+            resources
+                .iter()
+                .map(|r| format!("{r} urls=[] names=[] verbs=[get list watch]")),
+        );
+        want.extend(events.map(str::to_owned));
+    }
     for (ns, want) in &expected {
         let baseline = cluster.can_i_list(nobody, ns);
         let granted: BTreeSet<String> = cluster
@@ -562,6 +564,17 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
             "get",
             "helmreleases.helm.toolkit.fluxcd.io",
         ),
+        (
+            Some("dev"),
+            "get",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+        ),
+        (
+            Some("flux-system"),
+            "list",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+        ),
+        (Some("argocd"), "get", "applications.argoproj.io"),
         (Some("dev"), "create", "pods"),
         (Some("dev"), "update", "deployments.apps"),
         (None, "list", "helmreleases.helm.toolkit.fluxcd.io"),

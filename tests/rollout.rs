@@ -260,37 +260,11 @@ impl Drop for Replica {
 
 /// The rollout state on the Lease, and its holder.
 fn lease(w: &World) -> Option<(Value, String)> {
-    let l = w
-        .kube
-        .lock()
-        .unwrap()
-        .try_request(
-            "GET",
-            "/apis/coordination.k8s.io/v1/namespaces/tagflow/leases/tagflow",
-            None,
-            "",
-        )
-        .ok()?;
-    if l.0 != 200 {
-        return None;
-    }
-    let holder = l.1["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let state = l.1["metadata"]["annotations"]["tagflow.dev/rollouts"]
-        .as_str()
-        .and_then(|s| serde_json::from_str(s).ok())?;
-    Some((state, holder))
+    common::lease_state(&w.kube.lock().unwrap())
 }
 
 fn phase(w: &World, key: &str) -> Option<(String, String)> {
-    let (s, _) = lease(w)?;
-    let r = &s["rollouts"][key];
-    Some((
-        r["pinned"]["tag"].as_str()?.to_owned(),
-        r["phase"].as_str()?.to_owned(),
-    ))
+    common::lease_phase(&w.kube.lock().unwrap(), key)
 }
 
 fn wait_phase(w: &World, key: &str, tag: &str, want: &str, replicas: &[&Replica]) {
@@ -441,6 +415,26 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
         "the parent's status line is updated with each step"
     );
 
+    // Each step is also an Event on the environment's HelmRelease.
+    for (env, want) in [
+        (
+            "dev",
+            &[
+                "Committed",
+                "Reconciled",
+                "SmokeCheckPassed",
+                "Healthy",
+                "Promoted",
+            ][..],
+        ),
+        (
+            "prod",
+            &["Committed", "Reconciled", "SmokeCheckPassed", "Healthy"][..],
+        ),
+    ] {
+        common::wait_events(LIMIT, &|| w.kube.lock().unwrap(), env, "app", want);
+    }
+
     // `tagflow status` reads the same state.
     let kubeconfig = w.kube.lock().unwrap().kubeconfig.clone();
     let out = common::run(
@@ -493,6 +487,19 @@ fn prod_smoke_failure_reverts_quarantines_alerts_once_and_is_not_repicked() {
         failed[0].starts_with("prod: FAILED: smoke check failed 3 time(s)"),
         "{failed:?}"
     );
+    let events = common::wait_events(
+        LIMIT,
+        &|| w.kube.lock().unwrap(),
+        "prod",
+        "app",
+        &["Committed", "Reconciled", "SmokeCheckFailed", "Reverted"],
+    );
+    let warned: Vec<_> = events
+        .iter()
+        .map(common::event_type_reason)
+        .filter(|(t, _)| t == "Warning")
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(
         texts.iter().any(|t| t.starts_with("prod: reverted in ")),
         "{texts:#?}"

@@ -7,14 +7,48 @@ use serde::Deserialize;
 
 use super::duration as humantime_serde_compat;
 
-/// `environments.<env>.release`: the Flux HelmRelease deploying the environment.
+/// `environments.<env>.release`: the object whose status says whether the environment's
+/// commit is deployed (a Flux HelmRelease unless `kind` says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReleaseRef {
-    /// Namespace of the HelmRelease.
+    /// Which reconciler's object it is.
+    #[serde(default)]
+    pub kind: ReleaseKind,
+    /// Namespace of the object (for an Argo CD Application: where the Application lives,
+    /// usually `argocd`, not the namespace it deploys to).
     pub namespace: String,
-    /// Name of the HelmRelease.
+    /// Name of the object.
     pub name: String,
+}
+
+/// `environments.<env>.release.kind`: the reconciler deploying the environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum ReleaseKind {
+    /// Flux `helm.toolkit.fluxcd.io/v2` HelmRelease (the default, as before `kind` existed).
+    #[default]
+    HelmRelease,
+    /// Flux `kustomize.toolkit.fluxcd.io/v1` Kustomization.
+    Kustomization,
+    /// Argo CD `argoproj.io/v1alpha1` Application.
+    Application,
+}
+
+impl ReleaseKind {
+    /// The Kubernetes kind, as said in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HelmRelease => "HelmRelease",
+            Self::Kustomization => "Kustomization",
+            Self::Application => "Application",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `environments.<env>.smoke`: the "curl check" run once the release is Ready.

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 pub use current::{Current, Loaded};
-pub use environment::{Expect, GateConfig, ReleaseRef, SmokeConfig};
+pub use environment::{Expect, GateConfig, ReleaseKind, ReleaseRef, SmokeConfig};
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
 pub use rollout::{
     APPROVALS, Approval, Gates, QUARANTINE, QuarantineEntry, parse_gates, plan_approval, sibling,

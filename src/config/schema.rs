@@ -222,7 +222,8 @@ pub struct EnvironmentConfig {
     pub dir: Option<String>,
     /// Images written into this file; default every image, found by its setter markers.
     pub images: Option<BTreeMap<String, TargetConfig>>,
-    /// The Flux HelmRelease that deploys this environment; tagflow watches its status.
+    /// The HelmRelease, Kustomization or Argo CD Application deploying this environment;
+    /// tagflow watches its status.
     pub release: Option<super::environment::ReleaseRef>,
     /// HTTP check run once the release is Ready.
     pub smoke: Option<super::environment::SmokeConfig>,

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod rollouts;
 pub mod run_loop;
 pub mod select;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -20,15 +20,18 @@ use tokio::sync::Notify;
 use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope};
 use crate::config::{self, Config};
 use crate::gitops;
+use crate::k8s::events::{EventSink, Step};
 use crate::k8s::leadership::Leadership;
 use crate::k8s::lease::{Elector, LeaseError};
-use crate::k8s::release::{attempted_commit, release_state};
+use crate::k8s::observed::{Observed, observed_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
 use crate::rollout::{
     self, Observation, Phase, Rollout, Seen, State, env_policy, promotions, register,
 };
 use crate::smoke::SmokeChecker;
+
+pub use super::store::StateStore;
 
 /// What rollouts remember between cycles.
 #[derive(Debug, Default)]
@@ -37,30 +40,8 @@ struct RolloutMemory {
     state: Option<State>,
     /// The state commit it was read from or saved as (git store; `None`: none yet).
     state_commit: Option<Oid>,
-    /// Releases being watched (`namespace/name`).
+    /// Releases being watched (`kind/namespace/name`).
     watched: BTreeSet<String>,
-}
-
-/// Where the rollout state is kept (`run --state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StateStore {
-    /// On the leader Lease (needs `--lease`).
-    Lease,
-    /// In the config repo, on `refs/tagflow/state`.
-    Git,
-}
-
-impl StateStore {
-    /// The store asked for, else the default: the Lease when there is one, else git.
-    pub fn choose(asked: Option<Self>, lease: bool) -> Result<Self, String> {
-        match (asked, lease) {
-            (Some(Self::Lease), false) => {
-                Err("--state lease needs --lease NAMESPACE/NAME (or use --state git)".into())
-            }
-            (Some(Self::Git), _) | (None, false) => Ok(Self::Git),
-            (Some(Self::Lease) | None, true) => Ok(Self::Lease),
-        }
-    }
 }
 
 /// Rollouts: on a cluster with a Lease, or anywhere with state in git.
@@ -72,6 +53,8 @@ pub struct Rollouts {
     wake: Arc<Notify>,
     stop: tokio_util::sync::CancellationToken,
     smoke: SmokeChecker,
+    /// Kubernetes Events on the release objects (nothing without a cluster).
+    events: EventSink,
     memory: Mutex<RolloutMemory>,
 }
 
@@ -86,6 +69,7 @@ impl Rollouts {
             wake: lead.wake.clone(),
             stop: lead.stop.clone(),
             smoke: SmokeChecker::new(),
+            events: EventSink::new(Some(lead.cluster.clone())),
             memory: Mutex::new(RolloutMemory::default()),
         }
     }
@@ -99,6 +83,7 @@ impl Rollouts {
             wake: Arc::new(Notify::new()),
             stop: tokio_util::sync::CancellationToken::new(),
             smoke: SmokeChecker::new(),
+            events: EventSink::default(),
             memory: Mutex::new(RolloutMemory::default()),
         }
     }
@@ -140,7 +125,10 @@ impl Rollouts {
         let new: Vec<config::ReleaseRef> = {
             let mut mem = self.memory();
             refs.into_iter()
-                .filter(|r| mem.watched.insert(format!("{}/{}", r.namespace, r.name)))
+                .filter(|r| {
+                    let key = format!("{}/{}/{}", r.kind, r.namespace, r.name);
+                    mem.watched.insert(key)
+                })
                 .collect()
         };
         if !new.is_empty()
@@ -306,7 +294,7 @@ impl Reconciler {
             self.rollout_post(&state, old, &format!("{}: {}", old.env, old.reason));
         }
         if let Some(c) = commit {
-            self.announce_rollouts(&cfg, &state, &reg.started, &changes, c);
+            self.announce_rollouts(&cfg, ro, &state, (&reg.started, &changes), c);
         }
         let (wake, errors) = self.advance(&cfg, ro, &gates, &mut state).await;
         if state == before {
@@ -337,9 +325,9 @@ impl Reconciler {
     fn announce_rollouts(
         &self,
         cfg: &Config,
+        ro: &Rollouts,
         state: &State,
-        started: &[(String, String)],
-        changes: &[EnvChange],
+        (started, changes): (&[(String, String)], &[EnvChange]),
         commit: Oid,
     ) {
         let link = crate::notify::commit_link(&self.repo.opts.url, &commit.to_string());
@@ -355,23 +343,25 @@ impl Reconciler {
                 .environments
                 .get(env)
                 .and_then(|e| e.promote_from.as_deref());
-            if promoted.is_none() {
-                self.rollout_post(
-                    state,
-                    r,
-                    &format!("new tag {} found for {image}", r.pinned.tag),
-                );
+            let (tag, short) = (&r.pinned.tag, gitops::short(commit));
+            match promoted {
+                None => self.rollout_post(state, r, &format!("new tag {tag} found for {image}")),
+                Some(src) => ro.events.record(
+                    cfg,
+                    src,
+                    Step::Promoted,
+                    &format!("{src}: promoted {image} {tag} to {env} in {short}"),
+                ),
             }
             let lines: Vec<String> = changes
                 .iter()
                 .filter(|c| c.env == *env && c.change.image == *image)
                 .map(plan::describe)
                 .collect();
-            self.rollout_post(
-                state,
-                r,
-                &format!("{env}: committed {shown} ({})", lines.join("; ")),
-            );
+            let lines = lines.join("; ");
+            self.rollout_post(state, r, &format!("{env}: committed {shown} ({lines})"));
+            let note = format!("{env}: committed {short} ({lines})");
+            ro.events.record(cfg, env, Step::Committed, &note);
         }
     }
 
@@ -411,16 +401,16 @@ impl Reconciler {
                 && let Some(rel) = &env.release
                 && let Some(cluster) = &ro.cluster
             {
-                match cluster.helm_release(rel).await {
+                match cluster.release(rel).await {
                     Ok(obj) => {
-                        let reconciled = match obj.as_ref().and_then(attempted_commit) {
+                        let reconciled = match obj.as_ref().and_then(Observed::commit) {
                             Some(rev) => self.repo.contains(&rev, &r.commit).await,
                             None => false,
                         };
-                        obs.release = Some(release_state(obj.as_ref(), reconciled));
+                        obs.release = Some(observed_state(rel.kind, obj.as_ref(), reconciled));
                     }
                     Err(source) => {
-                        tracing::warn!(error = %source, "cannot read the HelmRelease");
+                        tracing::warn!(error = %source, kind = %rel.kind, "cannot read the release");
                         errors.push(RolloutError::Release {
                             env: r.env.clone(),
                             source,
@@ -446,7 +436,11 @@ impl Reconciler {
                 tracing::info!(env = %r.env, image = %r.image, tag = %r.pinned.tag, from = %r.phase, to = %step.next.phase, reason = %step.next.reason, "rollout");
             }
             for e in &step.events {
-                self.rollout_post(state, &step.next, &e.text(&r.env, &r.pinned.tag));
+                let text = e.text(&r.env, &r.pinned.tag);
+                self.rollout_post(state, &step.next, &text);
+                if let Some(s) = Step::of(e) {
+                    ro.events.record(cfg, &r.env, s, &text);
+                }
             }
             let mut next = step.next;
             let mut w = step.wake;
@@ -459,6 +453,11 @@ impl Reconciler {
                             .map_or("(nothing)".to_owned(), |p| p.tag.clone());
                         let shown = commit.map_or("(already in git)".to_owned(), gitops::short);
                         next = rollout::reverted(&next, Utc::now());
+                        let text = format!(
+                            "{}: reverted in {shown}: back to {back}, {} {} quarantined",
+                            r.env, r.image, r.pinned.tag
+                        );
+                        ro.events.record(cfg, &r.env, Step::Reverted, &text);
                         self.rollout_post(
                             state,
                             &next,

@@ -1,7 +1,8 @@
-//! Kubernetes IO in one place: the client ([`Cluster`]), the Flux HelmRelease of each
-//! environment ([`release`]: watched, read into a typed status, judged by a pure reader), leader
-//! election and state on a Lease ([`lease`]) and the wiring `run` and `status` use
-//! ([`leadership`]).
+//! Kubernetes IO in one place: the client ([`Cluster`]), the release of each environment —
+//! a Flux HelmRelease ([`release`]), a Flux Kustomization ([`kustomization`]) or an Argo CD
+//! Application ([`argo`]), dispatched by kind in [`observed`]: watched, read into a typed
+//! status, judged by a pure reader — leader election and state on a Lease ([`lease`]) and the
+//! wiring `run` and `status` use ([`leadership`]).
 //!
 //! Which HelmRelease fields tagflow relies on (`helm.toolkit.fluxcd.io/v2`):
 //! - `status.lastAttemptedRevision` (falling back to `status.lastAppliedRevision`): the source
@@ -13,21 +14,28 @@
 //! - `status.conditions`: `Stalled=True` (retries exhausted), `Remediated=True` (rolled back or
 //!   uninstalled) and `TestSuccess=False` (helm test failed) fail the rollout at once;
 //!   `Ready=True` is success; `Ready=False` is waited on until the environment's `timeout`.
+//!
+//! The Kustomization's and the Application's fields are in their modules' docs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub mod argo;
+pub mod events;
+pub mod kustomization;
 pub mod leadership;
 pub mod lease;
+pub mod observed;
 pub mod release;
 
 use crate::config::ReleaseRef;
+use observed::Observed;
 
 /// Kubernetes failures.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +64,7 @@ impl ClusterError {
     }
 }
 
-/// The Kubernetes client tagflow uses for HelmReleases and its Lease.
+/// The Kubernetes client tagflow uses for releases and its Lease.
 #[derive(Clone)]
 pub struct Cluster {
     /// The client.
@@ -67,13 +75,6 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Cluster")
     }
-}
-
-fn helm_release_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
-        "helmreleases",
-    )
 }
 
 impl Cluster {
@@ -90,37 +91,42 @@ impl Cluster {
         Ok(Self { client })
     }
 
-    fn releases(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &helm_release_resource())
+    fn releases(&self, r: &ReleaseRef) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &r.namespace,
+            &observed::api_resource(r.kind),
+        )
     }
 
-    /// The HelmRelease's generation and status; `None` when it does not exist.
-    pub async fn helm_release(
-        &self,
-        r: &ReleaseRef,
-    ) -> Result<Option<release::HelmRelease>, ClusterError> {
-        let obj = self
-            .releases(&r.namespace)
-            .get_opt(&r.name)
-            .await
-            .map_err(|source| ClusterError::Unreachable {
-                action: format!("read HelmRelease {}/{}", r.namespace, r.name),
+    /// The release object, read as its kind; `None` when it does not exist.
+    pub async fn release(&self, r: &ReleaseRef) -> Result<Option<Observed>, ClusterError> {
+        let obj = self.releases(r).get_opt(&r.name).await.map_err(|source| {
+            ClusterError::Unreachable {
+                action: format!("read {} {}/{}", r.kind, r.namespace, r.name),
                 source,
-            })?;
+            }
+        })?;
         Ok(obj
             .and_then(|o| serde_json::to_value(o).ok())
-            .map(|v| release::HelmRelease::from_value(&v)))
+            .map(|v| Observed::from_value(r.kind, &v)))
     }
 
-    /// Watch these HelmReleases and wake `wake` on every change; the watch re-lists and
+    /// The release object's uid, when it can be read (for Events about it).
+    pub async fn release_uid(&self, r: &ReleaseRef) -> Option<String> {
+        let obj = self.releases(r).get_opt(&r.name).await.ok().flatten()?;
+        obj.metadata.uid
+    }
+
+    /// Watch these releases and wake `wake` on every change; the watch re-lists and
     /// reconnects with backoff by itself, and the loop's resync covers events lost meanwhile.
     pub fn watch(&self, releases: &[ReleaseRef], wake: Arc<Notify>, stop: CancellationToken) {
         for r in releases {
-            let api = self.releases(&r.namespace);
+            let api = self.releases(r);
             let cfg = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
             let wake = wake.clone();
             let stop = stop.clone();
-            let what = format!("{}/{}", r.namespace, r.name);
+            let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
             tokio::spawn(async move {
                 let mut stream = watcher(api, cfg).default_backoff().boxed();
                 loop {
@@ -129,7 +135,7 @@ impl Cluster {
                         item = stream.next() => match item {
                             Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)) => wake.notify_one(),
                             Some(Ok(_)) => {}
-                            Some(Err(e)) => tracing::debug!(release = %what, error = %e, "HelmRelease watch interrupted; retrying"),
+                            Some(Err(e)) => tracing::debug!(release = %what, error = %e, "release watch interrupted; retrying"),
                             None => break,
                         }
                     }

@@ -1,5 +1,6 @@
 //! A Flux HelmRelease as tagflow reads it: the typed slice of its status that decides a
-//! rollout, and the pure reader that turns it into a [`Release`] outcome.
+//! rollout, and the pure reader that turns it into a [`Release`] outcome. A Kustomization has
+//! the same status shape ([`FluxObject`]); [`super::kustomization`] judges it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -39,16 +40,16 @@ pub struct ReleaseStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// A HelmRelease: its spec generation and status.
+/// A Flux HelmRelease or Kustomization: its spec generation and status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HelmRelease {
+pub struct FluxObject {
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// `status`, empty when absent or unreadable.
     pub status: ReleaseStatus,
 }
 
-impl HelmRelease {
+impl FluxObject {
     /// Read from the object's JSON; fields of the wrong type read as absent.
     pub fn from_value(obj: &Value) -> Self {
         Self {
@@ -60,28 +61,34 @@ impl HelmRelease {
         }
     }
 
-    fn condition(&self, kind: &str) -> Option<&Condition> {
+    pub(super) fn condition(&self, kind: &str) -> Option<&Condition> {
         self.status.conditions.iter().find(|c| c.kind == kind)
     }
 }
 
-fn describe(c: &Condition) -> String {
+pub(super) fn describe(c: &Condition) -> String {
     let s = if c.status.is_empty() {
         "Unknown"
     } else {
         &c.status
     };
-    format!("{}={s} {}: {}", c.kind, c.reason, c.message)
+    let text = format!("{}={s} {}: {}", c.kind, c.reason, c.message);
+    text.trim_end_matches(": ").to_owned()
 }
 
-/// The commit named by a HelmRelease's last attempted revision: the trailing hex run of
-/// `main@sha1:<sha>`, `<sha>` or `0.1.0+<sha12>` (at least 7 digits), lower-cased.
-pub fn attempted_commit(hr: &HelmRelease) -> Option<String> {
+/// The commit named by a Flux object's last attempted revision (else its last applied one).
+pub fn attempted_commit(hr: &FluxObject) -> Option<String> {
     let rev = hr
         .status
         .last_attempted_revision
         .as_deref()
         .or(hr.status.last_applied_revision.as_deref())?;
+    revision_commit(rev)
+}
+
+/// The commit a revision names: the trailing hex run of `main@sha1:<sha>`, `<sha>` or
+/// `0.1.0+<sha12>` (at least 7 digits), lower-cased.
+pub fn revision_commit(rev: &str) -> Option<String> {
     let hex: String = rev
         .chars()
         .rev()
@@ -93,23 +100,40 @@ pub fn attempted_commit(hr: &HelmRelease) -> Option<String> {
     (hex.len() >= 7).then(|| hex.to_ascii_lowercase())
 }
 
-/// The release's outcome for tagflow's commit (pure). `reconciled`: the attempted revision is
-/// the commit or a descendant of it (the caller asks git).
-pub fn release_state(hr: Option<&HelmRelease>, reconciled: bool) -> Release {
-    let Some(hr) = hr else {
-        return Release::Pending("HelmRelease not found".into());
+/// What every Flux kind waits on before its conditions mean anything: the object exists, its
+/// attempted revision is the commit or a descendant (`reconciled`) and its status is about the
+/// current spec. `Err` is the pending outcome to report.
+pub(super) fn flux_current<'a>(
+    kind: &str,
+    obj: Option<&'a FluxObject>,
+    reconciled: bool,
+) -> Result<&'a FluxObject, Release> {
+    let Some(hr) = obj else {
+        return Err(Release::Pending(format!("{kind} not found")));
     };
     if !reconciled {
         let at = attempted_commit(hr).unwrap_or_else(|| "no revision yet".into());
-        return Release::Pending(format!(
-            "HelmRelease has not reconciled the commit (at {at})"
-        ));
+        return Err(Release::Pending(format!(
+            "{kind} has not reconciled the commit (at {at})"
+        )));
     }
     if let (Some(g), Some(o)) = (hr.generation, hr.status.observed_generation)
         && o < g
     {
-        return Release::Pending(format!("status is for generation {o}, spec is at {g}"));
+        return Err(Release::Pending(format!(
+            "status is for generation {o}, spec is at {g}"
+        )));
     }
+    Ok(hr)
+}
+
+/// The release's outcome for tagflow's commit (pure). `reconciled`: the attempted revision is
+/// the commit or a descendant of it (the caller asks git).
+pub fn release_state(hr: Option<&FluxObject>, reconciled: bool) -> Release {
+    let hr = match flux_current("HelmRelease", hr, reconciled) {
+        Ok(hr) => hr,
+        Err(pending) => return pending,
+    };
     for (kind, bad) in [
         ("Stalled", "True"),
         ("Remediated", "True"),
@@ -118,7 +142,7 @@ pub fn release_state(hr: Option<&HelmRelease>, reconciled: bool) -> Release {
         if let Some(c) = hr.condition(kind)
             && c.status == bad
         {
-            return Release::Failed(describe(c).trim_end_matches(": ").to_owned());
+            return Release::Failed(describe(c));
         }
     }
     match hr.condition("Ready") {
@@ -134,8 +158,8 @@ mod tests {
 
     use super::*;
 
-    fn read(v: &Value) -> HelmRelease {
-        HelmRelease::from_value(v)
+    fn read(v: &Value) -> FluxObject {
+        FluxObject::from_value(v)
     }
 
     fn hr(rev: &str, conditions: Value) -> Value {

@@ -25,6 +25,7 @@ pub use register::{
 
 use std::time::Duration;
 
+use crate::config::ReleaseKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -179,8 +180,8 @@ pub struct Gate {
 /// What the state machine needs of an environment's config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvPolicy {
-    /// A HelmRelease is watched; without one, a commit counts as Ready at once.
-    pub has_release: bool,
+    /// The kind of release watched; without one, a commit counts as Ready at once.
+    pub release: Option<ReleaseKind>,
     /// Longest wait from commit to Ready.
     pub timeout: Duration,
     /// Smoke check, if configured.
@@ -229,7 +230,7 @@ pub fn needs(r: &Rollout, p: &EnvPolicy) -> Needs {
         Phase::Committed | Phase::Ready | Phase::Soaking | Phase::AwaitingApproval
     );
     Needs {
-        release: watching && p.has_release,
+        release: watching && p.release.is_some(),
         smoke: matches!(r.phase, Phase::Ready | Phase::Soaking) && p.smoke.is_some(),
     }
 }
@@ -320,15 +321,14 @@ pub fn step(r: &Rollout, obs: &Observation, p: &EnvPolicy, now: DateTime<Utc>) -
     }
     match r.phase {
         Phase::Committed => {
-            let ready = !p.has_release || obs.release == Some(Release::Ready);
+            let ready = p.release.is_none() || obs.release == Some(Release::Ready);
             if ready {
-                let why = if p.has_release {
-                    "HelmRelease Ready"
-                } else {
-                    "no release to follow: on to the smoke check"
+                let why = match p.release {
+                    Some(kind) => format!("{kind} Ready"),
+                    None => "no release to follow: on to the smoke check".to_owned(),
                 };
-                let next = r.enter(Phase::Ready, now, why);
-                let mut events = vec![Event::Ready(why.to_owned())];
+                let next = r.enter(Phase::Ready, now, &why);
+                let mut events = vec![Event::Ready(why)];
                 // Run the smoke check (or pass the gates) in the same cycle.
                 let more = step(
                     &next,

@@ -30,7 +30,7 @@ pub fn env_policy(cfg: &Config, env: &str) -> Option<EnvPolicy> {
             }
         });
     Some(EnvPolicy {
-        has_release: e.release.is_some(),
+        release: e.release.as_ref().map(|r| r.kind),
         timeout: e.timeout,
         smoke: e.smoke.as_ref().map(|s| rollout::SmokePolicy {
             retries: s.retries,

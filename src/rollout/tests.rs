@@ -34,7 +34,7 @@ fn rollout() -> Rollout {
 
 fn policy(soak: u64, approval: bool) -> EnvPolicy {
     EnvPolicy {
-        has_release: true,
+        release: Some(crate::config::ReleaseKind::HelmRelease),
         timeout: Duration::from_secs(600),
         smoke: Some(SmokePolicy {
             retries: 2,
@@ -271,10 +271,7 @@ fn a_leaf_env_goes_from_ready_to_healthy_in_one_step() {
         s.events,
         vec![Event::Ready("HelmRelease Ready".into()), Event::Healthy]
     );
-    let no_release = EnvPolicy {
-        has_release: false,
-        ..p
-    };
+    let no_release = EnvPolicy { release: None, ..p };
     assert_eq!(
         step(&rollout(), &Observation::default(), &no_release, at(0))
             .next

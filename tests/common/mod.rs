@@ -209,6 +209,17 @@ impl Running {
 
     /// Start with the HTTP server on a chosen port (known before the registry starts).
     pub fn start_at(port: u16, url: &str, local: &Local, extra: &[&str]) -> Self {
+        Self::start_env(port, url, local, extra, &[])
+    }
+
+    /// Like [`Running::start_at`], with extra environment variables (`KUBECONFIG`).
+    pub fn start_env(
+        port: u16,
+        url: &str,
+        local: &Local,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let log_path = local.dir.path().join(format!("run-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut c = tagflow();
@@ -222,6 +233,7 @@ impl Running {
         ])
         .arg(local.workdir())
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -391,4 +403,85 @@ pub fn scripted_registry(tags: serde_json::Value, delay: Duration) -> (testbed::
         }
     });
     (server, manifest_digest)
+}
+
+/// The rollout state on the `tagflow/tagflow` Lease, and its holder.
+pub fn lease_state(kube: &testbed::KubeApi) -> Option<(serde_json::Value, String)> {
+    let (status, l) = kube
+        .try_request(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/tagflow/leases/tagflow",
+            None,
+            "",
+        )
+        .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let holder = l["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let state = l["metadata"]["annotations"]["tagflow.dev/rollouts"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())?;
+    Some((state, holder))
+}
+
+/// The (tag, phase) of rollout `key` (`env/image`) in the Lease's state.
+pub fn lease_phase(kube: &testbed::KubeApi, key: &str) -> Option<(String, String)> {
+    let (s, _) = lease_state(kube)?;
+    let r = &s["rollouts"][key];
+    Some((
+        r["pinned"]["tag"].as_str()?.to_owned(),
+        r["phase"].as_str()?.to_owned(),
+    ))
+}
+
+/// The Events tagflow recorded on object `name` in `namespace` (events.k8s.io), oldest first.
+pub fn tagflow_events(
+    kube: &testbed::KubeApi,
+    namespace: &str,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    let all = kube
+        .get(&format!(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        ))
+        .expect("events");
+    let mut mine: Vec<serde_json::Value> = all["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reportingController"] == "tagflow" && e["regarding"]["name"] == name)
+        .cloned()
+        .collect();
+    mine.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+    mine
+}
+
+/// An Event's (type, reason).
+pub fn event_type_reason(e: &serde_json::Value) -> (String, String) {
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    (s("type"), s("reason"))
+}
+
+/// Wait until the Events tagflow recorded on `name` hold the reasons `want` in this order
+/// (others may come between); all of them, oldest first. Panics with what came after `limit`.
+pub fn wait_events<'k>(
+    limit: Duration,
+    kube: &impl Fn() -> std::sync::MutexGuard<'k, testbed::KubeApi>,
+    namespace: &str,
+    name: &str,
+    want: &[&str],
+) -> Vec<serde_json::Value> {
+    let list = || tagflow_events(&kube(), namespace, name);
+    let in_order = |got: &[serde_json::Value]| {
+        let mut it = got.iter().map(|e| event_type_reason(e).1);
+        want.iter().all(|w| it.any(|r| r == *w))
+    };
+    eventually(limit, || Some(list()).filter(|g| in_order(g))).unwrap_or_else(|| {
+        let got: Vec<_> = list().iter().map(event_type_reason).collect();
+        panic!("{namespace}/{name}: want {want:?} in order, got {got:?}")
+    })
 }

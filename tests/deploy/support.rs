@@ -1,7 +1,7 @@
 //! Shared by the deploy tests: tools from scripts/install-deploy-deps, subprocesses with
 //! timeouts, YAML handling, and helm with a private home.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -270,6 +270,23 @@ pub fn all_files(root: &Path) -> Vec<PathBuf> {
             } else {
                 out.push(path);
             }
+        }
+    }
+    out
+}
+
+/// Per namespace, the release resources (`plural.group`) config/tagflow.yaml follows, by the
+/// same kind-to-API mapping tagflow's watches use.
+pub fn release_resources() -> BTreeMap<String, BTreeSet<String>> {
+    let text = fs::read_to_string(repo().join("config/tagflow.yaml")).expect("config");
+    let cfg = tagflow::config::parse("config/tagflow.yaml", &text).expect("valid config");
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for env in cfg.environments.values() {
+        if let Some(r) = &env.release {
+            let api = tagflow::k8s::observed::api_resource(r.kind);
+            out.entry(r.namespace.clone())
+                .or_default()
+                .insert(format!("{}.{}", api.plural, api.group));
         }
     }
     out

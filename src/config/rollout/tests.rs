@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::parse;
+use crate::config::{ReleaseKind, parse};
 
 const BASE: &str =
     "images:\n  app: {repository: r.example.com/team/app, policy: {tags: '.*', order: built}}\n";
@@ -53,6 +53,10 @@ fn rollout_problems_have_lines() {
             "c.yaml:6: environments.dev.release.namespace: \"Dev\" is not a Kubernetes name",
         ),
         (
+            "  dev:\n    file: a.yaml\n    release:\n      kind: Deployment\n      namespace: dev\n      name: app\n",
+            "c.yaml:7: environments.dev.release.kind: unknown variant `Deployment`, expected one of `HelmRelease`, `Kustomization`, `Application`",
+        ),
+        (
             "  dev:\n    file: a.yaml\n    smoke: {url: 'ftp://x'}\n",
             "c.yaml:6: environments.dev.smoke.url: \"ftp://x\" is not an http(s) URL",
         ),
@@ -80,6 +84,19 @@ fn rollout_problems_have_lines() {
             "{envs}\nwant {want}\ngot {got:#?}"
         );
     }
+}
+
+#[test]
+fn release_kind_defaults_to_helm_release_and_names_the_others() {
+    let c = parse(
+        "c.yaml",
+        &format!("{BASE}environments:\n  dev: {{file: a.yaml, release: {{namespace: dev, name: app}}}}\n  qa: {{file: b.yaml, release: {{kind: Kustomization, namespace: flux-system, name: apps-qa}}}}\n  prod: {{file: c.yaml, release: {{kind: Application, namespace: argocd, name: app-prod}}}}\n"),
+    )
+    .expect("valid");
+    let kind = |env: &str| c.environments[env].release.as_ref().expect("release").kind;
+    assert_eq!(kind("dev"), ReleaseKind::HelmRelease);
+    assert_eq!(kind("qa"), ReleaseKind::Kustomization);
+    assert_eq!(kind("prod"), ReleaseKind::Application);
 }
 
 fn config() -> Config {

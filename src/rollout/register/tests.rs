@@ -265,7 +265,7 @@ fn env_policy_takes_the_gate_of_the_environment_promoted_from_it() {
         (g.to.as_str(), g.soak.as_secs(), g.approval),
         ("prod", 600, true)
     );
-    assert!(p.has_release);
+    assert_eq!(p.release, Some(crate::config::ReleaseKind::HelmRelease));
     assert!(
         env_policy(&cfg(), "prod")
             .expect("prod")
