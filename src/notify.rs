@@ -6,8 +6,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::plan::EnvChange;
-
 /// Messages waiting beyond this are dropped (with a log line) rather than blocking a cycle.
 const QUEUE: usize = 256;
 /// Attempts per message on 5xx, 429 and connection errors.
@@ -15,12 +13,19 @@ const ATTEMPTS: u32 = 5;
 /// Longest `Retry-After` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Debug)]
 enum Outgoing {
-    /// A flat message to an incoming webhook.
-    Webhook { webhook_url: String, text: String },
+    /// A flat message to an incoming webhook; `ack` hears whether it was delivered.
+    Webhook {
+        webhook_url: String,
+        text: String,
+        ack: Option<Ack>,
+    },
     /// A flat message through the Web API.
-    Flat { bot: Bot, text: String },
+    Flat {
+        bot: Bot,
+        text: String,
+        ack: Option<Ack>,
+    },
     /// A reply in the thread of `key` (started with `status` if new), then the parent's status
     /// line updated to `status`.
     Thread {
@@ -30,6 +35,33 @@ enum Outgoing {
         text: String,
     },
 }
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Slack took it.
+    Delivered,
+    /// Slack refused it (4xx, `ok: false`): sending it again would not help.
+    Refused,
+    /// Slack could not be reached or stayed busy through every attempt: worth another try.
+    GaveUp,
+}
+
+/// Told what became of a message, by the worker, before it takes the next one (so a flush
+/// of the worker also waits for what the callback records).
+pub type Ack = Box<dyn FnOnce(Delivery) + Send>;
+
+fn acknowledge(ack: Option<Ack>, sent: &Sent) {
+    if let Some(a) = ack {
+        a(match sent {
+            Ok(_) => Delivery::Delivered,
+            Err(d) => *d,
+        });
+    }
+}
+
+/// The Web API's answer (`Null` for webhooks), or why there is none.
+type Sent = Result<serde_json::Value, Delivery>;
 
 /// Where and as whom the Web API is called.
 #[derive(Debug, Clone)]
@@ -81,19 +113,25 @@ pub fn spawn() -> (Notifier, Worker) {
         };
         while let Some(msg) = rx.recv().await {
             match msg {
-                Outgoing::Webhook { webhook_url, text } => {
+                Outgoing::Webhook {
+                    webhook_url,
+                    text,
+                    ack,
+                } => {
                     let body = serde_json::json!({ "text": crate::secret::redact(&text) });
-                    deliver(&http, &webhook_url, None, &body).await;
+                    let sent = deliver(&http, &webhook_url, None, &body).await;
+                    acknowledge(ack, &sent);
                 }
-                Outgoing::Flat { bot, text } => {
+                Outgoing::Flat { bot, text, ack } => {
                     let body = serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(&text)});
-                    deliver(
+                    let sent = deliver(
                         &http,
                         &format!("{}chat.postMessage", bot.api_url),
                         Some(&bot.token),
                         &body,
                     )
                     .await;
+                    acknowledge(ack, &sent);
                 }
                 Outgoing::Thread {
                     bot,
@@ -128,7 +166,7 @@ async fn thread_reply(
         None => {
             let body =
                 serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(status)});
-            let answer = deliver(http, &post, Some(&bot.token), &body).await;
+            let answer = deliver(http, &post, Some(&bot.token), &body).await.ok();
             let parent = answer.and_then(|a| {
                 Some((
                     a.get("channel")?.as_str()?.to_owned(),
@@ -144,14 +182,14 @@ async fn thread_reply(
     let Some((channel, ts)) = parent else {
         // No thread could be started: the step still gets said, flat.
         let body = serde_json::json!({"channel": bot.channel, "text": crate::secret::redact(&format!("{status}\n{text}"))});
-        deliver(http, &post, Some(&bot.token), &body).await;
+        let _ = deliver(http, &post, Some(&bot.token), &body).await;
         return;
     };
     let reply = serde_json::json!({"channel": channel, "thread_ts": ts, "text": crate::secret::redact(text)});
-    deliver(http, &post, Some(&bot.token), &reply).await;
+    let _ = deliver(http, &post, Some(&bot.token), &reply).await;
     let update =
         serde_json::json!({"channel": channel, "ts": ts, "text": crate::secret::redact(status)});
-    deliver(
+    let _ = deliver(
         http,
         &format!("{}chat.update", bot.api_url),
         Some(&bot.token),
@@ -161,13 +199,13 @@ async fn thread_reply(
 }
 
 /// POST `body`; retries 5xx, 429 (`Retry-After`) and Web API `ratelimited`; returns the Web API
-/// answer when it says `ok: true` (webhooks answer plain text: `Some(Null)`).
+/// answer when it says `ok: true` (webhooks answer plain text: `Null`).
 async fn deliver(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
     body: &serde_json::Value,
-) -> Option<serde_json::Value> {
+) -> Sent {
     for attempt in 1..=ATTEMPTS {
         let mut req = http.post(url).json(body);
         if let Some(t) = token {
@@ -176,12 +214,12 @@ async fn deliver(
         let wait = match req.send().await {
             Ok(r) if r.status().is_success() => {
                 if token.is_none() {
-                    return Some(serde_json::Value::Null);
+                    return Ok(serde_json::Value::Null);
                 }
                 let retry_after = retry_after(&r);
                 let answer: serde_json::Value = r.json().await.unwrap_or_default();
                 if answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
-                    return Some(answer);
+                    return Ok(answer);
                 }
                 let error = answer
                     .get("error")
@@ -189,7 +227,7 @@ async fn deliver(
                     .unwrap_or("no ok in the answer");
                 if error != "ratelimited" {
                     tracing::warn!(error, "Slack refused the message (ok: false); not retrying");
-                    return None;
+                    return Err(Delivery::Refused);
                 }
                 retry_after.unwrap_or(Duration::from_millis(500 * u64::from(attempt)))
             }
@@ -206,7 +244,7 @@ async fn deliver(
                     status = r.status().as_u16(),
                     "Slack refused the message; not retrying"
                 );
-                return None;
+                return Err(Delivery::Refused);
             }
             Err(e) => {
                 // reqwest errors carry the URL, which holds the webhook secret.
@@ -217,7 +255,7 @@ async fn deliver(
         tokio::time::sleep(wait.min(MAX_WAIT)).await;
     }
     tracing::warn!("gave up on a Slack message after {ATTEMPTS} attempts");
-    None
+    Err(Delivery::GaveUp)
 }
 
 fn retry_after(r: &reqwest::Response) -> Option<Duration> {
@@ -229,16 +267,17 @@ fn retry_after(r: &reqwest::Response) -> Option<Duration> {
 
 impl Notifier {
     /// Queue a message for the webhook URL; never waits.
-    pub fn send(&self, webhook_url: &str, text: String) {
+    pub fn send(&self, webhook_url: &str, text: String, ack: Option<Ack>) {
         self.queue(Outgoing::Webhook {
             webhook_url: webhook_url.to_owned(),
             text,
+            ack,
         });
     }
 
     /// Queue a flat message through the Web API; never waits.
-    pub fn flat(&self, bot: Bot, text: String) {
-        self.queue(Outgoing::Flat { bot, text });
+    pub fn flat(&self, bot: Bot, text: String, ack: Option<Ack>) {
+        self.queue(Outgoing::Flat { bot, text, ack });
     }
 
     /// Queue a reply in the thread of `key` and a status-line update of its parent; never waits.
@@ -254,6 +293,9 @@ impl Notifier {
     fn queue(&self, out: Outgoing) {
         if let Err(e) = self.tx.try_send(out) {
             tracing::warn!(reason = %e, "Slack queue full or closed; message dropped");
+            if let Outgoing::Webhook { ack, .. } | Outgoing::Flat { ack, .. } = e.into_inner() {
+                acknowledge(ack, &Err(Delivery::GaveUp));
+            }
         }
     }
 
@@ -307,22 +349,34 @@ impl Poster {
 
     /// A flat message: the incoming webhook when configured, else the bot in its channel.
     pub fn post(&self, text: &str) {
+        let _ = self.post_acked(text, Box::new(|_| {}));
+    }
+
+    /// [`Self::post`], and hear what became of it: `false` when there is nowhere to post (no
+    /// Slack configured: nothing is owed, `done` is not called), else `done` is called once,
+    /// by the worker (with [`Delivery::GaveUp`] when the message never left).
+    pub fn post_acked(&self, text: &str, done: Ack) -> bool {
         let (Some(n), Some(cfg)) = (&self.notifier, self.current.config()) else {
-            return;
+            return false;
         };
         let Some(slack) = &cfg.notify.slack else {
-            return;
+            return false;
         };
         let Some(webhook) = &slack.webhook_url else {
-            if let Some(bot) = bot_of(slack) {
-                n.flat(bot, text.to_owned());
+            match bot_of(slack) {
+                Some(bot) => n.flat(bot, text.to_owned(), Some(done)),
+                None => done(Delivery::GaveUp),
             }
-            return;
+            return true;
         };
         match webhook.read() {
-            Ok(url) => n.send(&url, text.to_owned()),
-            Err(e) => tracing::warn!(error = %e, "cannot post to Slack"),
+            Ok(url) => n.send(&url, text.to_owned(), Some(done)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot post to Slack");
+                done(Delivery::GaveUp);
+            }
         }
+        true
     }
 
     /// A reply in the thread of `key` with the parent's status line set to `status` when a bot
@@ -359,21 +413,27 @@ impl Poster {
 /// Changes listed in a Slack message; the rest are counted.
 pub const SLACK_LISTED: usize = 30;
 
-/// Slack text for a pushed commit (pure).
-pub fn commit_text(
-    commit: &str,
-    branch: &str,
-    changes: &[EnvChange],
-    link: Option<&str>,
-) -> String {
+/// Slack text for a pushed commit, from its message: the change lines between the subject and
+/// the trailers, without their file:line (pure).
+pub fn commit_text_of(commit: &str, branch: &str, message: &str, link: Option<&str>) -> String {
     let head = match link {
         Some(url) => format!("tagflow pushed <{url}|{commit}> to {branch}"),
         None => format!("tagflow pushed {commit} to {branch}"),
     };
     let mut lines = vec![head];
-    // Slack refuses messages over 40,000 characters: list the first changes, count the rest.
-    for line in crate::plan::listed(changes, SLACK_LISTED, false) {
-        lines.push(format!("• {line}"));
+    let body = message.split("\n\n").nth(1).unwrap_or_default();
+    for (n, line) in body.lines().enumerate() {
+        if n == SLACK_LISTED {
+            lines.push(format!("• … and {} more lines", body.lines().count() - n));
+            break;
+        }
+        let shown = match line.rsplit_once(" (") {
+            Some((change, place)) if !line.starts_with("… and ") && place.ends_with(')') => {
+                change
+            }
+            _ => line,
+        };
+        lines.push(format!("• {shown}"));
     }
     lines.join("\n")
 }
@@ -410,26 +470,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_huge_commit_fits_in_one_slack_message() {
-        let changes: Vec<EnvChange> = (0..10_000)
-            .map(|i| EnvChange {
-                env: if i % 2 == 0 { "dev" } else { "prod" }.into(),
-                change: crate::rewrite::Change {
-                    file: "envs/dev/patch.yaml".into(),
-                    image: format!("image-with-a-long-name-{i:05}"),
-                    field: crate::rewrite::Field::Tag,
-                    line: i,
-                    old: "a1b2c3d".into(),
-                    new: "0f1e2d3".into(),
-                },
-            })
-            .collect();
-        let text = commit_text("abc1234", "main", &changes, None);
-        assert!(text.chars().count() < 40_000, "{} characters", text.len());
-        assert!(
-            text.ends_with("• … and 9970 more changes (dev: 4985, prod: 4985)"),
-            "{text}"
+    fn the_announcement_is_read_from_the_commit_message() {
+        let message = "tagflow: dev app → 0f1e2d3\n\ndev app tag: a1b2c3d → 0f1e2d3 (envs/dev/patch.yaml:3)\n… and 2 more changes (prod: 2)\n\nTagflow-Set: dev app r/app:0f1e2d3 sha256:ab\n";
+        assert_eq!(
+            commit_text_of("abc1234", "main", message, Some("https://x/c")),
+            "tagflow pushed <https://x/c|abc1234> to main\n• dev app tag: a1b2c3d → 0f1e2d3\n• … and 2 more changes (prod: 2)"
         );
+        // A huge commit still fits in one Slack message (Slack refuses over 40,000 characters).
+        let body: String = (0..200)
+            .map(|i| format!("dev image-{i:05} tag: a1b2c3d → 0f1e2d3 (envs/dev/patch.yaml:{i})\n"))
+            .collect();
+        let text = commit_text_of(
+            "abc1234",
+            "main",
+            &format!("s\n\n{body}\nTagflow-Set: x\n"),
+            None,
+        );
+        assert!(text.chars().count() < 40_000);
+        assert!(text.ends_with("• … and 170 more lines"), "{text}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod adopt;
 pub mod alerts;
+mod announce;
 pub mod load;
 pub mod pipeline;
 pub mod rollouts;
@@ -288,6 +289,8 @@ pub struct Reconciler {
     pub current: Arc<config::Current>,
     /// Slack, with the settings in force.
     pub poster: Poster,
+    /// Which of tagflow's commits were announced.
+    announcer: announce::Announcer,
     cache: CacheFile,
     loader: load::Loader,
     alerts: alerts::Alerts,
@@ -310,6 +313,7 @@ impl Reconciler {
     ) -> Arc<Self> {
         let registries = Arc::new(Registries::new(metrics.clone()));
         let cache = CacheFile::new(&opts.workdir);
+        let opts_workdir = opts.workdir.clone();
         cache.load(&registries);
         let current = config::Current::new();
         let poster = Poster::new(notifier, current.clone());
@@ -319,6 +323,7 @@ impl Reconciler {
         Arc::new(Self {
             clustered,
             cache,
+            announcer: announce::Announcer::new(&opts_workdir),
             loader: load::Loader::default(),
             alerts: alerts::Alerts::new(poster.clone()),
             rollouts: match leadership {

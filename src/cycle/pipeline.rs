@@ -105,6 +105,8 @@ impl Reconciler {
         if self.clustered || crate::rollout::wants_rollouts(&cfg) {
             return self.cluster_cycle(&self.rollouts, head, cfg, scope).await;
         }
+        // Commits of earlier cycles (or processes) not announced yet.
+        self.announce(head).await;
         let gates = self.current.gates();
         let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
         let mut report = Report {
@@ -125,14 +127,9 @@ impl Reconciler {
             .repo
             .commit(cfg.clone(), ChangeSet::Update(targets))
             .await?;
-        if let Some(c) = done.commit {
-            let link = crate::notify::commit_link(&self.repo.opts.url, &c.to_string());
-            self.poster.post(&crate::notify::commit_text(
-                &gitops::short(c),
-                &self.repo.opts.branch,
-                &done.changes,
-                link.as_deref(),
-            ));
+        if done.commit.is_some() {
+            // Said from git, so a crash before the post or a Slack outage only delays it.
+            self.announce(done.head).await;
         }
         report.head = done.head;
         report.commit = done.commit;

@@ -48,3 +48,32 @@ impl Checkout {
         Ok(found)
     }
 }
+
+/// Tagflow's update commits after a given one, oldest first.
+pub type Since = Vec<(Oid, String)>;
+
+impl Checkout {
+    /// Tagflow's commits (those with a `Tagflow-Set:` trailer) on the first-parent history of
+    /// `from` after `until`, oldest first, with their messages; `None` when `until` is not
+    /// within [`HISTORY_DEPTH`] commits of `from` (history rewritten, or too far behind).
+    pub fn tagflow_commits_since(&self, from: Oid, until: Oid) -> Result<Option<Since>, GitError> {
+        let mut out = Vec::new();
+        let mut walk = self.repo.revwalk().map_err(git_err("walk history"))?;
+        walk.push(from).map_err(git_err("walk history"))?;
+        walk.simplify_first_parent()
+            .map_err(git_err("walk history"))?;
+        for id in walk.take(HISTORY_DEPTH) {
+            let id = id.map_err(git_err("walk history"))?;
+            if id == until {
+                out.reverse();
+                return Ok(Some(out));
+            }
+            let commit = self.repo.find_commit(id).map_err(git_err("read commit"))?;
+            let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+            if message.contains("\nTagflow-Set: ") {
+                out.push((id, message));
+            }
+        }
+        Ok(None)
+    }
+}

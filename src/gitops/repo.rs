@@ -199,6 +199,16 @@ impl ConfigRepo {
         self.with_git(move |c| c.last_sets(from, &wanted)).await?
     }
 
+    /// Tagflow's commits after `until` up to `from` (see [`Checkout::tagflow_commits_since`]).
+    pub async fn tagflow_commits_since(
+        &self,
+        from: Oid,
+        until: Oid,
+    ) -> Result<Option<super::history::Since>, GitError> {
+        self.with_git(move |c| c.tagflow_commits_since(from, until))
+            .await?
+    }
+
     /// Whether revision `rev` (as a reconciler reports it) is `commit` or a descendant of it.
     pub async fn contains(&self, rev: &str, commit: &str) -> bool {
         let (rev, commit) = (rev.to_owned(), commit.to_owned());
