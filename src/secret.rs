@@ -114,6 +114,20 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Whether a presented secret equals the expected one, without leaking either's length or the
+/// position of the first difference: both are hashed to SHA-256 first and the fixed-size digests
+/// are compared with no early exit.
+pub fn same(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the optimiser from turning the fold back into a short-circuiting compare.
+    std::hint::black_box(diff) == 0
+}
+
 /// Strip a password from a URL (`https://user:pw@host` → `https://user@host`) for display.
 pub fn display_url(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -155,6 +169,17 @@ mod tests {
             .is_err()
         );
         assert!(SecretRef::file("a").validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_compare_by_digest() {
+        assert!(same(b"tok-123456", b"tok-123456"));
+        assert!(!same(b"tok-123456", b"tok-123457"));
+        // A prefix, a longer value and the empty string are all simply unequal.
+        assert!(!same(b"tok-12345", b"tok-123456"));
+        assert!(!same(b"tok-1234567", b"tok-123456"));
+        assert!(!same(b"", b"tok-123456"));
+        assert!(same(b"", b""));
     }
 
     #[test]

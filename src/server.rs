@@ -263,7 +263,7 @@ pub fn authenticate_and_parse(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(WebhookError::Unauthorized("missing bearer token"))?;
-    if !ct_eq(given.as_bytes(), token.as_bytes()) {
+    if !crate::secret::same(given.as_bytes(), token.as_bytes()) {
         return Err(WebhookError::Unauthorized("wrong bearer token"));
     }
     if !content_type.starts_with(EVENTS_MEDIA_TYPE) && !content_type.starts_with("application/json")
@@ -337,13 +337,6 @@ pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<Stri
         out.extend(found.into_iter().cloned());
     }
     Ok(out)
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
