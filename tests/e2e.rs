@@ -187,6 +187,16 @@ fn tls_auth_registry_and_git_over_ssh() {
     assert_eq!(repo.log("main").len(), before);
 }
 
+/// The flags that log in to `http` with the password in `file`.
+fn http_auth<'a>(http: &'a GitHttp, file: &'a str) -> [&'a str; 4] {
+    [
+        "--git-username",
+        &http.username,
+        "--git-password-file",
+        file,
+    ]
+}
+
 /// TLS + basic auth registry, git over smart HTTP with basic auth from a password file.
 #[test]
 #[ignore = "real servers: run by scripts/test"]
@@ -203,16 +213,7 @@ fn tls_auth_registry_and_git_over_http() {
     );
     let http = GitHttp::start(&repo);
     let pw = local.file("git-password", &format!("{}\n", http.password));
-    let out = once(
-        &http.url,
-        &local,
-        &[
-            "--git-username",
-            &http.username,
-            "--git-password-file",
-            &p(&pw),
-        ],
-    );
+    let out = once(&http.url, &local, &http_auth(&http, &p(&pw)));
     let l = ok(&out);
     assert!(
         repo.read("main", "envs/dev/patch.yaml")
@@ -224,16 +225,7 @@ fn tls_auth_registry_and_git_over_http() {
     // Wrong password: a clear failure, no commit.
     let bad = local.file("bad-password", "nope");
     let local2 = Local::new();
-    let out = once(
-        &http.url,
-        &local2,
-        &[
-            "--git-username",
-            &http.username,
-            "--git-password-file",
-            &p(&bad),
-        ],
-    );
+    let out = once(&http.url, &local2, &http_auth(&http, &p(&bad)));
     assert!(!out.status.success(), "{}", logs(&out));
     assert!(last_line(&out).contains("cycle failed"), "{}", logs(&out));
 
@@ -365,16 +357,7 @@ fn a_rotated_git_password_is_picked_up_without_a_restart() {
     let mut http = GitHttp::start(&repo);
     let first = http.password.clone();
     let pw = local.file("git-password", &format!("{first}\n"));
-    let run = Running::start(
-        &http.url,
-        &local,
-        &[
-            "--git-username",
-            &http.username,
-            "--git-password-file",
-            &p(&pw),
-        ],
-    );
+    let run = Running::start(&http.url, &local, &http_auth(&http, &p(&pw)));
     let tag_is = |tag: &str| {
         eventually(Duration::from_secs(60), || {
             repo.read("main", "envs/dev/patch.yaml")

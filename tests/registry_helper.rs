@@ -4,10 +4,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use common::*;
-use testbed::RegistryOpts;
+use testbed::{BareRepo, Registry, RegistryOpts};
 
 /// Write `docker-credential-test` into `bin`: it records the server URL it was asked for and
 /// answers with `username`/`password`.
@@ -23,6 +24,34 @@ fn write_helper(bin: &Path, username: &str, password: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
+/// The htpasswd+TLS scenario with its dockerConfigFile naming the `test` helper for the
+/// registry instead of holding the password; returns that file too.
+fn helper_scenario() -> (Registry, Local, BareRepo, PathBuf) {
+    let (reg, local, repo) = scenario(
+        RegistryOpts {
+            auth: true,
+            tls: true,
+            ..RegistryOpts::default()
+        },
+        dev_values,
+        |_| String::new(),
+    );
+    let cfg = local.file(
+        "docker-config.json",
+        &format!("{{\"credHelpers\":{{\"{}\":\"test\"}}}}", reg.host),
+    );
+    (reg, local, repo, cfg)
+}
+
+/// `tagflow once` with exactly `path` as PATH.
+fn once_with_path(repo: &BareRepo, local: &Local, path: &str) -> Output {
+    let mut cmd = tagflow();
+    cmd.env("PATH", path)
+        .args(["once", "--repo", &file_url(repo), "--workdir"])
+        .arg(local.workdir());
+    run(&mut cmd)
+}
+
 fn path_with(bin: &Path) -> String {
     format!(
         "{}:{}",
@@ -34,29 +63,12 @@ fn path_with(bin: &Path) -> String {
 #[test]
 #[ignore = "real servers: run by scripts/test"]
 fn a_cred_helper_on_path_logs_in_to_the_htpasswd_registry() {
-    let (reg, local, repo) = scenario(
-        RegistryOpts {
-            auth: true,
-            tls: true,
-            ..RegistryOpts::default()
-        },
-        dev_values,
-        |_| String::new(),
-    );
-    // The config's dockerConfigFile now names a helper instead of holding the password.
-    local.file(
-        "docker-config.json",
-        &format!("{{\"credHelpers\":{{\"{}\":\"test\"}}}}", reg.host),
-    );
+    let (reg, local, repo, _) = helper_scenario();
     let bin = tempfile::tempdir().expect("bin dir");
     let password = reg.password.clone().expect("password");
     write_helper(bin.path(), "tagflow", &password);
 
-    let mut cmd = tagflow();
-    cmd.env("PATH", path_with(bin.path()))
-        .args(["once", "--repo", &file_url(&repo), "--workdir"])
-        .arg(local.workdir());
-    let out = run(&mut cmd);
+    let out = once_with_path(&repo, &local, &path_with(bin.path()));
     let l = ok(&out);
     assert!(
         repo.read("main", "envs/dev/patch.yaml")
@@ -74,11 +86,7 @@ fn a_cred_helper_on_path_logs_in_to_the_htpasswd_registry() {
     // A wrong secret from the helper is the registry's refusal, reported without the secret.
     write_helper(bin.path(), "tagflow", "not-the-password-123");
     reg.push_image("team/app", "1a1a1a1", "2024-02-01T00:00:00Z", None);
-    let mut cmd = tagflow();
-    cmd.env("PATH", path_with(bin.path()))
-        .args(["once", "--repo", &file_url(&repo), "--workdir"])
-        .arg(local.workdir());
-    let out = run(&mut cmd);
+    let out = once_with_path(&repo, &local, &path_with(bin.path()));
     let l = logs(&out);
     assert!(!out.status.success(), "{l}");
     assert!(!l.contains("not-the-password-123"), "{l}");
@@ -87,27 +95,11 @@ fn a_cred_helper_on_path_logs_in_to_the_htpasswd_registry() {
 #[test]
 #[ignore = "real servers: run by scripts/test"]
 fn a_cred_helper_missing_from_path_is_named() {
-    let (reg, local, repo) = scenario(
-        RegistryOpts {
-            auth: true,
-            tls: true,
-            ..RegistryOpts::default()
-        },
-        dev_values,
-        |_| String::new(),
-    );
-    let cfg = local.file(
-        "docker-config.json",
-        &format!("{{\"credHelpers\":{{\"{}\":\"test\"}}}}", reg.host),
-    );
+    let (_reg, local, repo, cfg) = helper_scenario();
     let empty = tempfile::tempdir().expect("bin dir");
     let before = repo.head("main");
-    let mut cmd = tagflow();
     // Only an empty directory on PATH: no docker-credential-test anywhere.
-    cmd.env("PATH", empty.path())
-        .args(["once", "--repo", &file_url(&repo), "--workdir"])
-        .arg(local.workdir());
-    let out = run(&mut cmd);
+    let out = once_with_path(&repo, &local, &p(empty.path()));
     let l = logs(&out);
     assert!(!out.status.success(), "{l}");
     assert!(

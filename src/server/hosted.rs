@@ -3,7 +3,7 @@
 //!
 //! Every function here is pure: the caller reads the configured secret and passes it in. A
 //! missing secret refuses the delivery, as a wrong one does, so an endpoint nobody configured is
-//! closed. Secrets are compared through [`crate::secret::same`] (digests, constant time).
+//! closed. Shared secrets are compared through [`crate::secret::same`] (digests, constant time).
 
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -24,6 +24,21 @@ fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WebhookError> {
 
 fn require<'a>(secret: Option<&'a str>, what: &'static str) -> Result<&'a str, WebhookError> {
     secret.ok_or(WebhookError::Unauthorized(what))
+}
+
+/// Compare a presented shared secret with the configured one (digests, constant time).
+fn check_shared(
+    want: &str,
+    given: Option<&str>,
+    missing: &'static str,
+    wrong: &'static str,
+) -> Result<(), WebhookError> {
+    let given = given.ok_or(WebhookError::Unauthorized(missing))?;
+    if crate::secret::same(given.as_bytes(), want.as_bytes()) {
+        Ok(())
+    } else {
+        Err(WebhookError::Unauthorized(wrong))
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -77,11 +92,12 @@ pub fn harbor(
     secret: Option<&str>,
 ) -> Result<Vec<PushedRepo>, WebhookError> {
     let want = require(secret, "no webhook.harbor secret configured")?;
-    let given = header(headers, "authorization")
-        .ok_or(WebhookError::Unauthorized("missing Authorization header"))?;
-    if !crate::secret::same(given.as_bytes(), want.as_bytes()) {
-        return Err(WebhookError::Unauthorized("wrong Authorization header"));
-    }
+    check_shared(
+        want,
+        header(headers, "authorization"),
+        "missing Authorization header",
+        "wrong Authorization header",
+    )?;
     let ev: HarborEvent = json(body)?;
     if ev.kind != "PUSH_ARTIFACT" {
         return Err(WebhookError::NoPush);
@@ -132,9 +148,7 @@ pub fn docker_hub(
     secret: Option<&str>,
 ) -> Result<Vec<PushedRepo>, WebhookError> {
     let want = require(secret, "no webhook.dockerHub secret configured")?;
-    if !crate::secret::same(path_secret.as_bytes(), want.as_bytes()) {
-        return Err(WebhookError::Unauthorized("wrong secret in the URL"));
-    }
+    check_shared(want, Some(path_secret), "", "wrong secret in the URL")?;
     let ev: HubEvent = json(body)?;
     tags(ev.push_data.tag.as_deref())?;
     Ok(vec![repo(&format!(
@@ -219,11 +233,12 @@ pub fn gitlab(
     registry_host: &str,
 ) -> Result<Vec<PushedRepo>, WebhookError> {
     let want = require(secret, "no webhook.gitlab secret configured")?;
-    let given = header(headers, GITLAB_TOKEN_HEADER)
-        .ok_or(WebhookError::Unauthorized("missing X-Gitlab-Token"))?;
-    if !crate::secret::same(given.as_bytes(), want.as_bytes()) {
-        return Err(WebhookError::Unauthorized("wrong X-Gitlab-Token"));
-    }
+    check_shared(
+        want,
+        header(headers, GITLAB_TOKEN_HEADER),
+        "missing X-Gitlab-Token",
+        "wrong X-Gitlab-Token",
+    )?;
     let host = crate::reference::canonical_host(registry_host).to_owned();
     Ok(distribution_pushes(body)?
         .into_iter()
@@ -254,9 +269,7 @@ pub fn quay(
     secret: Option<&str>,
 ) -> Result<Vec<PushedRepo>, WebhookError> {
     let want = require(secret, "no webhook.quay secret configured")?;
-    if !crate::secret::same(path_secret.as_bytes(), want.as_bytes()) {
-        return Err(WebhookError::Unauthorized("wrong secret in the URL"));
-    }
+    check_shared(want, Some(path_secret), "", "wrong secret in the URL")?;
     let ev: QuayEvent = json(body)?;
     // Quay sends build and vulnerability notifications to the same kind of URL.
     let Some(updated) = ev.updated_tags else {

@@ -1,7 +1,6 @@
 use super::*;
-use axum::http::HeaderValue;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+// The signing and header helpers of the generic webhook's tests serve here too.
+use crate::server::tests::{headers, sign as github_sign};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
@@ -11,26 +10,12 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.insert(*k, HeaderValue::from_str(v).expect("header"));
-    }
-    h
-}
-
 fn at(host: &str, path: &str) -> Vec<PushedRepo> {
     vec![(Some(host.to_owned()), path.to_owned())]
 }
 
 fn unauthorized(r: Result<Vec<PushedRepo>, WebhookError>) -> bool {
     matches!(r, Err(WebhookError::Unauthorized(_)))
-}
-
-fn github_sign(body: &[u8], key: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 const AUTH: &str = "Basic aGFyYm9yOmhvb2stc2VjcmV0";
