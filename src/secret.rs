@@ -1,6 +1,7 @@
 //! Secrets are referenced by file or env var, never inlined, and scrubbed from anything we print.
 
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -79,6 +80,100 @@ impl SecretRef {
     }
 }
 
+/// How often a use looks at a mounted credential file's metadata.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// File identity: when any part changes, the file is read again.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &str) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// When a value read from a mounted file must be read again. Rotation rewrites a mounted
+/// Secret in place, so a use looks at the file's metadata (at most once per `recheck`, so a
+/// busy cycle does not stat it per request) and reads it again when mtime or size changed.
+#[derive(Debug, Default)]
+pub struct FileWatch {
+    loaded: bool,
+    checked: Option<Instant>,
+    stamp: Stamp,
+}
+
+impl FileWatch {
+    /// Whether the value must be (re)read now: never read, or `path` changed since.
+    pub fn stale(&mut self, path: Option<&str>, recheck: Duration) -> bool {
+        if self.loaded && self.checked.is_some_and(|t| t.elapsed() < recheck) {
+            return false;
+        }
+        self.checked = Some(Instant::now());
+        let now = path.and_then(stamp);
+        let changed = !self.loaded || now != self.stamp;
+        self.stamp = now;
+        changed
+    }
+
+    /// Record a successful read (a failed one leaves the value stale, so it is tried again).
+    pub fn read(&mut self) {
+        self.loaded = true;
+    }
+
+    /// Record a forced read of `path` (after a refusal), whatever the metadata said.
+    pub fn reread(&mut self, path: Option<&str>) {
+        self.stamp = path.and_then(stamp);
+        self.checked = Some(Instant::now());
+        self.loaded = true;
+    }
+}
+
+/// A secret kept in memory and read again when its file changes, or on demand after the server
+/// refused it (for synchronous callers such as libgit2's credential callback).
+#[derive(Debug)]
+pub struct Watched {
+    source: SecretRef,
+    recheck: Duration,
+    state: Mutex<(FileWatch, Option<String>)>,
+}
+
+impl Watched {
+    /// Watch `source`; nothing is read yet.
+    pub fn new(source: SecretRef) -> Self {
+        Self {
+            source,
+            recheck: RECHECK,
+            state: Mutex::new((FileWatch::default(), None)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (FileWatch, Option<String>)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current value, read again if the file changed since the last read.
+    pub fn get(&self) -> Result<String, SecretError> {
+        let mut st = self.lock();
+        let (watch, value) = &mut *st;
+        if watch.stale(self.source.file.as_deref(), self.recheck) || value.is_none() {
+            *value = Some(self.source.read()?);
+            watch.read();
+        }
+        Ok(value.clone().unwrap_or_default())
+    }
+
+    /// Read again now (the server refused the value). `true` if it changed.
+    pub fn reload(&self) -> Result<bool, SecretError> {
+        let fresh = self.source.read()?;
+        let mut st = self.lock();
+        st.0.reread(self.source.file.as_deref());
+        let changed = st.1.as_deref() != Some(fresh.as_str());
+        st.1 = Some(fresh);
+        Ok(changed)
+    }
+}
+
 fn secrets() -> &'static Mutex<Vec<String>> {
     static SECRETS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     SECRETS.get_or_init(|| Mutex::new(Vec::new()))
@@ -112,6 +207,20 @@ pub fn redact(text: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a presented secret equals the expected one, without leaking either's length or the
+/// position of the first difference: both are hashed to SHA-256 first and the fixed-size digests
+/// are compared with no early exit.
+pub fn same(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the optimiser from turning the fold back into a short-circuiting compare.
+    std::hint::black_box(diff) == 0
 }
 
 /// Strip a password from a URL (`https://user:pw@host` → `https://user@host`) for display.
@@ -155,6 +264,35 @@ mod tests {
             .is_err()
         );
         assert!(SecretRef::file("a").validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_compare_by_digest() {
+        assert!(same(b"tok-123456", b"tok-123456"));
+        assert!(!same(b"tok-123456", b"tok-123457"));
+        // A prefix, a longer value and the empty string are all simply unequal.
+        assert!(!same(b"tok-12345", b"tok-123456"));
+        assert!(!same(b"tok-1234567", b"tok-123456"));
+        assert!(!same(b"", b"tok-123456"));
+        assert!(same(b"", b""));
+    }
+
+    #[test]
+    fn a_watched_file_is_read_again_when_it_changes_or_on_reload() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "first-pass\n").expect("w");
+        let mut w = Watched::new(SecretRef::file(f.to_string_lossy()));
+        assert_eq!(w.get().expect("get"), "first-pass");
+        // Within RECHECK the file is not looked at; reload reads it anyway.
+        std::fs::write(&f, "second-pass-2\n").expect("w");
+        assert_eq!(w.get().expect("get"), "first-pass");
+        assert!(w.reload().expect("reload"));
+        assert!(!w.reload().expect("reload"), "unchanged");
+        w.recheck = Duration::ZERO;
+        std::fs::write(&f, "third-pass-33\n").expect("w");
+        assert_eq!(w.get().expect("get"), "third-pass-33");
+        assert_eq!(redact("x third-pass-33 y"), "x *** y");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HTTP server for `run`: `/healthz`, `/readyz`, `/metrics` and the registry webhook.
+//! HTTP server for `run`: `/healthz`, `/readyz`, `/metrics` and the webhooks (`/webhook/registry` and
+//! the hosted registries' in [`hosted`]).
 //!
 //! The webhook only names repositories to scan now; it never carries a tag to deploy, so a
 //! forged delivery can at worst cause an early scan — and it is authenticated anyway.
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+
+pub mod hosted;
 
 /// Media type of the distribution registry's notifications.
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -52,6 +55,11 @@ pub fn router(shared: Arc<ServerState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/webhook/registry", post(webhook))
+        .route("/webhook/harbor", post(harbor))
+        .route("/webhook/dockerhub/{secret}", post(docker_hub))
+        .route("/webhook/github", post(github))
+        .route("/webhook/gitlab", post(gitlab))
+        .route("/webhook/quay/{secret}", post(quay))
         .with_state(shared)
 }
 
@@ -86,7 +94,7 @@ pub enum WebhookError {
     /// Not JSON of a known shape.
     #[error("bad body: {0}")]
     BadBody(String),
-    /// No configured image has the repository.
+    /// No configured image has the repository (answered 200: ignored, not refused).
     #[error("no configured image for repository {0}")]
     UnknownRepository(String),
     /// Nothing to do (e.g. only pull events).
@@ -103,7 +111,8 @@ impl WebhookError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadBody(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownRepository(_) => StatusCode::NOT_FOUND,
+            // Not an error of the sender: a non-2xx would make distribution retry it forever.
+            Self::UnknownRepository(_) => StatusCode::OK,
             Self::NoPush => StatusCode::OK,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -121,7 +130,13 @@ impl WebhookError {
     }
 }
 
-async fn webhook(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+/// Read one delivery (size-capped), let `parse` authenticate it and name repositories, and
+/// trigger a scan of the images they match. Every outcome is counted by its result label.
+async fn deliver(
+    s: &ServerState,
+    req: Request,
+    parse: impl FnOnce(&Config, &HeaderMap, &[u8]) -> Result<Vec<PushedRepo>, WebhookError>,
+) -> Response {
     let result = async {
         let config = s.config().ok_or(WebhookError::NotReady)?;
         let (parts, body) = req.into_parts();
@@ -129,19 +144,7 @@ async fn webhook(State(s): State<Arc<ServerState>>, req: Request) -> Response {
         let bytes = axum::body::to_bytes(Body::new(body), limit)
             .await
             .map_err(|_| WebhookError::TooLarge(limit))?;
-        let secrets = Secrets {
-            bearer: config
-                .webhook
-                .bearer_token
-                .as_ref()
-                .and_then(|r| r.read().ok()),
-            hmac: config
-                .webhook
-                .hmac_secret
-                .as_ref()
-                .and_then(|r| r.read().ok()),
-        };
-        let repos = authenticate_and_parse(&parts.headers, &bytes, &secrets)?;
+        let repos = parse(&config, &parts.headers, &bytes)?;
         images_for(&config, &repos)
     }
     .await;
@@ -162,12 +165,86 @@ async fn webhook(State(s): State<Arc<ServerState>>, req: Request) -> Response {
         }
         Err(e) => {
             s.metrics.webhook(e.label());
-            if e != WebhookError::NoPush {
-                tracing::warn!(reason = %e, "webhook refused");
+            match &e {
+                WebhookError::NoPush => {}
+                WebhookError::UnknownRepository(_) => {
+                    tracing::info!(reason = %e, "webhook ignored")
+                }
+                _ => tracing::warn!(reason = %e, "webhook refused"),
             }
             (e.status(), format!("{e}\n")).into_response()
         }
     }
+}
+
+/// A secret read for one delivery; unreadable counts as not configured (the delivery is refused).
+fn read_secret(r: Option<&crate::secret::SecretRef>) -> Option<String> {
+    r.and_then(|r| {
+        r.read()
+            .map_err(|e| tracing::warn!(error = %e, "webhook secret unreadable"))
+            .ok()
+    })
+}
+
+async fn webhook(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+    deliver(&s, req, |config, headers, body| {
+        let secrets = Secrets {
+            bearer: read_secret(config.webhook.bearer_token.as_ref()),
+            hmac: read_secret(config.webhook.hmac_secret.as_ref()),
+        };
+        authenticate_and_parse(headers, body, &secrets)
+    })
+    .await
+}
+
+async fn harbor(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+    deliver(&s, req, |config, headers, body| {
+        let secret = read_secret(config.webhook.harbor.as_ref().map(|h| &h.secret));
+        hosted::harbor(headers, body, secret.as_deref())
+    })
+    .await
+}
+
+async fn docker_hub(
+    State(s): State<Arc<ServerState>>,
+    Path(given): Path<String>,
+    req: Request,
+) -> Response {
+    deliver(&s, req, |config, _, body| {
+        let secret = read_secret(config.webhook.docker_hub.as_ref().map(|h| &h.secret));
+        hosted::docker_hub(&given, body, secret.as_deref())
+    })
+    .await
+}
+
+async fn github(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+    deliver(&s, req, |config, headers, body| {
+        let secret = read_secret(config.webhook.github.as_ref().map(|h| &h.secret));
+        hosted::github(headers, body, secret.as_deref())
+    })
+    .await
+}
+
+async fn gitlab(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+    deliver(&s, req, |config, headers, body| {
+        let g = config.webhook.gitlab.as_ref();
+        let secret = read_secret(g.map(|h| &h.secret));
+        let host = g.map_or("", |h| h.registry_host.as_str());
+        hosted::gitlab(headers, body, secret.as_deref(), host)
+    })
+    .await
+}
+
+async fn quay(
+    State(s): State<Arc<ServerState>>,
+    Path(given): Path<String>,
+    req: Request,
+) -> Response {
+    deliver(&s, req, |config, _, body| {
+        let secret = read_secret(config.webhook.quay.as_ref().map(|h| &h.secret));
+        hosted::quay(&given, body, secret.as_deref())
+    })
+    .await
 }
 
 /// Webhook secrets as read for one delivery.
@@ -227,18 +304,7 @@ pub fn authenticate_and_parse(
             .hmac
             .as_deref()
             .ok_or(WebhookError::Unauthorized("no hmacSecret configured"))?;
-        let hex_sig = sig
-            .to_str()
-            .ok()
-            .and_then(|s| s.strip_prefix("sha256="))
-            .ok_or(WebhookError::Unauthorized("signature must be sha256=<hex>"))?;
-        let raw =
-            hex::decode(hex_sig).map_err(|_| WebhookError::Unauthorized("signature is not hex"))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
-            .map_err(|_| WebhookError::Unauthorized("bad key"))?;
-        mac.update(body);
-        mac.verify_slice(&raw)
-            .map_err(|_| WebhookError::Unauthorized("bad signature"))?;
+        verify_hmac(key, sig.to_str().unwrap_or_default(), body)?;
         let g: Generic =
             serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
         check_name(&g.repository)?;
@@ -263,7 +329,7 @@ pub fn authenticate_and_parse(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(WebhookError::Unauthorized("missing bearer token"))?;
-    if !ct_eq(given.as_bytes(), token.as_bytes()) {
+    if !crate::secret::same(given.as_bytes(), token.as_bytes()) {
         return Err(WebhookError::Unauthorized("wrong bearer token"));
     }
     if !content_type.starts_with(EVENTS_MEDIA_TYPE) && !content_type.starts_with("application/json")
@@ -272,6 +338,25 @@ pub fn authenticate_and_parse(
             "content type {content_type:?} is not {EVENTS_MEDIA_TYPE}"
         )));
     }
+    distribution_pushes(body)
+}
+
+/// Check `sig` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `key` (constant time).
+fn verify_hmac(key: &str, sig: &str, body: &[u8]) -> Result<(), WebhookError> {
+    let hex_sig = sig
+        .strip_prefix("sha256=")
+        .ok_or(WebhookError::Unauthorized("signature must be sha256=<hex>"))?;
+    let raw =
+        hex::decode(hex_sig).map_err(|_| WebhookError::Unauthorized("signature is not hex"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+        .map_err(|_| WebhookError::Unauthorized("bad key"))?;
+    mac.update(body);
+    mac.verify_slice(&raw)
+        .map_err(|_| WebhookError::Unauthorized("bad signature"))
+}
+
+/// The pushes in a distribution notification envelope (also what GitLab's registry sends).
+fn distribution_pushes(body: &[u8]) -> Result<Vec<PushedRepo>, WebhookError> {
     let env: Envelope =
         serde_json::from_slice(body).map_err(|e| WebhookError::BadBody(e.to_string()))?;
     let mut out = Vec::new();
@@ -313,8 +398,12 @@ fn check_tag(tag: &str) -> Result<(), WebhookError> {
 }
 
 /// Image names whose repository a delivery names (pure).
+///
+/// Only when none of them is configured is the delivery refused; a registry or organisation
+/// hook reports every repository, and most are none of tagflow's business.
 pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<String>, WebhookError> {
     let mut out = BTreeSet::new();
+    let mut unknown = Vec::new();
     for (host, path) in repos {
         let found: Vec<&String> = config
             .images
@@ -332,18 +421,14 @@ pub fn images_for(config: &Config, repos: &[PushedRepo]) -> Result<BTreeSet<Stri
             let shown = host
                 .as_ref()
                 .map_or_else(|| path.clone(), |h| format!("{h}/{path}"));
-            return Err(WebhookError::UnknownRepository(shown));
+            unknown.push(shown);
         }
         out.extend(found.into_iter().cloned());
     }
-    Ok(out)
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    match unknown.into_iter().next() {
+        Some(first) if out.is_empty() => Err(WebhookError::UnknownRepository(first)),
+        _ => Ok(out),
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

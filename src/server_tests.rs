@@ -8,7 +8,7 @@ fn secrets() -> Secrets {
     }
 }
 
-fn sign(body: &[u8], key: &str) -> String {
+pub(super) fn sign(body: &[u8], key: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -20,7 +20,7 @@ fn events(repo: &str, action: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+pub(super) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
         h.insert(*k, HeaderValue::from_str(v).expect("header"));

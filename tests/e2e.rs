@@ -187,6 +187,16 @@ fn tls_auth_registry_and_git_over_ssh() {
     assert_eq!(repo.log("main").len(), before);
 }
 
+/// The flags that log in to `http` with the password in `file`.
+fn http_auth<'a>(http: &'a GitHttp, file: &'a str) -> [&'a str; 4] {
+    [
+        "--git-username",
+        &http.username,
+        "--git-password-file",
+        file,
+    ]
+}
+
 /// TLS + basic auth registry, git over smart HTTP with basic auth from a password file.
 #[test]
 #[ignore = "real servers: run by scripts/test"]
@@ -203,16 +213,7 @@ fn tls_auth_registry_and_git_over_http() {
     );
     let http = GitHttp::start(&repo);
     let pw = local.file("git-password", &format!("{}\n", http.password));
-    let out = once(
-        &http.url,
-        &local,
-        &[
-            "--git-username",
-            &http.username,
-            "--git-password-file",
-            &p(&pw),
-        ],
-    );
+    let out = once(&http.url, &local, &http_auth(&http, &p(&pw)));
     let l = ok(&out);
     assert!(
         repo.read("main", "envs/dev/patch.yaml")
@@ -224,16 +225,7 @@ fn tls_auth_registry_and_git_over_http() {
     // Wrong password: a clear failure, no commit.
     let bad = local.file("bad-password", "nope");
     let local2 = Local::new();
-    let out = once(
-        &http.url,
-        &local2,
-        &[
-            "--git-username",
-            &http.username,
-            "--git-password-file",
-            &p(&bad),
-        ],
-    );
+    let out = once(&http.url, &local2, &http_auth(&http, &p(&bad)));
     assert!(!out.status.success(), "{}", logs(&out));
     assert!(last_line(&out).contains("cycle failed"), "{}", logs(&out));
 
@@ -352,4 +344,58 @@ fn check_names_file_and_line() {
         String::from_utf8_lossy(&out.stdout),
         logs(&out)
     );
+}
+
+/// A rotated git password: the server's password and the mounted file change mid-run and the
+/// next cycle pushes. Once the change shows in the file's metadata; once it does not (same size,
+/// mtime put back), so only the one re-read after the server's 401 finds it. No password is
+/// ever logged.
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn a_rotated_git_password_is_picked_up_without_a_restart() {
+    let (reg, local, repo) = scenario(RegistryOpts::default(), dev_values, |_| String::new());
+    let mut http = GitHttp::start(&repo);
+    let first = http.password.clone();
+    let pw = local.file("git-password", &format!("{first}\n"));
+    let run = Running::start(&http.url, &local, &http_auth(&http, &p(&pw)));
+    let tag_is = |tag: &str| {
+        eventually(Duration::from_secs(60), || {
+            repo.read("main", "envs/dev/patch.yaml")
+                .filter(|f| f.contains(&format!("tag: {tag} #")))
+        })
+        .is_some()
+    };
+    assert!(tag_is("0f1e2d3"), "{}", run.logs());
+
+    // Rotation as the kubelet does it: new content, new mtime.
+    let second = "second-pass-0123456789";
+    http.set_password(second);
+    std::fs::write(&pw, format!("{second}\n")).expect("rotate");
+    reg.push_image("team/app", "1a1a1a1", "2024-02-01T00:00:00Z", None);
+    assert!(tag_is("1a1a1a1"), "{}", run.logs());
+
+    // Same length, mtime restored: the metadata says nothing changed.
+    let seen = run.logs().len();
+    let third = "third-pass--0123456789";
+    assert_eq!(third.len(), second.len());
+    let mtime = std::fs::metadata(&pw)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    http.set_password(third);
+    std::fs::write(&pw, format!("{third}\n")).expect("rotate");
+    std::fs::File::options()
+        .write(true)
+        .open(&pw)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("restore mtime");
+    reg.push_image("team/app", "2b2b2b2", "2024-02-02T00:00:00Z", None);
+    assert!(tag_is("2b2b2b2"), "{}", run.logs());
+    let logs = run.logs();
+    assert!(
+        logs[seen..].contains("git password changed since the remote refused it"),
+        "the third password was found only by the re-read after a 401:\n{logs}"
+    );
+    for secret in [first.as_str(), second, third] {
+        assert!(!logs.contains(secret), "a git password reached the logs");
+    }
 }

@@ -312,6 +312,16 @@ pub struct WebhookConfig {
     /// Larger bodies are refused.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Harbor: the `Authorization` header value set as the webhook's "Auth Header".
+    pub harbor: Option<HookSecret>,
+    /// Docker Hub: the secret last path segment of `/webhook/dockerhub/<secret>`.
+    pub docker_hub: Option<HookSecret>,
+    /// GitHub Packages: the webhook secret behind `X-Hub-Signature-256`.
+    pub github: Option<HookSecret>,
+    /// GitLab's container registry: the `X-Gitlab-Token` its notifications carry.
+    pub gitlab: Option<GitlabHook>,
+    /// Quay: the secret last path segment of `/webhook/quay/<secret>`.
+    pub quay: Option<HookSecret>,
 }
 
 impl Default for WebhookConfig {
@@ -320,8 +330,32 @@ impl Default for WebhookConfig {
             bearer_token: None,
             hmac_secret: None,
             max_body_bytes: default_max_body(),
+            harbor: None,
+            docker_hub: None,
+            github: None,
+            gitlab: None,
+            quay: None,
         }
     }
+}
+
+/// A hosted registry's webhook: the shared secret it proves itself with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HookSecret {
+    /// The secret, by file or env var.
+    pub secret: SecretRef,
+}
+
+/// GitLab's registry notifications: the token and the registry host its paths belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitlabHook {
+    /// Value of the `X-Gitlab-Token` header, by file or env var.
+    pub secret: SecretRef,
+    /// Host (and port) images are pulled from, e.g. `registry.gitlab.example.com`: the
+    /// notifications name only the repository path.
+    pub registry_host: String,
 }
 
 fn default_max_body() -> usize {

@@ -238,6 +238,30 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
             r.at(&["webhook", key], format!("webhook.{key}: {e}"));
         }
     }
+    let w = &c.webhook;
+    for (key, s) in [
+        ("harbor", w.harbor.as_ref().map(|h| &h.secret)),
+        ("dockerHub", w.docker_hub.as_ref().map(|h| &h.secret)),
+        ("github", w.github.as_ref().map(|h| &h.secret)),
+        ("gitlab", w.gitlab.as_ref().map(|h| &h.secret)),
+        ("quay", w.quay.as_ref().map(|h| &h.secret)),
+    ] {
+        if let Some(Err(e)) = s.map(crate::secret::SecretRef::validate) {
+            r.at(
+                &["webhook", key, "secret"],
+                format!("webhook.{key}.secret: {e}"),
+            );
+        }
+    }
+    if let Some(g) = &w.gitlab {
+        let h = &g.registry_host;
+        if h.is_empty() || h.contains('/') || h.contains(char::is_whitespace) {
+            r.at(
+                &["webhook", "gitlab", "registryHost"],
+                format!("webhook.gitlab.registryHost: {h:?} must be a host[:port] without a scheme or path"),
+            );
+        }
+    }
     if c.webhook.max_body_bytes == 0 {
         r.at(
             &["webhook", "maxBodyBytes"],

@@ -2,9 +2,12 @@
 
 use std::cell::Cell;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use base64::Engine;
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
+
+use crate::secret::{SecretRef, Watched};
 
 /// How tagflow authenticates to git remotes. Secrets come from files or env, never the URL.
 #[derive(Debug, Clone, Default)]
@@ -15,26 +18,28 @@ pub struct GitAuth {
     pub known_hosts_file: Option<PathBuf>,
     /// Username for https:// remotes (default `git`).
     pub username: Option<String>,
-    /// Password or token for https:// remotes.
-    pub password: Option<String>,
+    /// Password or token for https:// remotes, read again when its file changes and once when
+    /// the server refuses it (a rotated token needs no restart).
+    pub password: Option<Arc<Watched>>,
 }
 
 impl GitAuth {
-    /// The https password: from `file` when given, else from `TAGFLOW_GIT_PASSWORD`. Either way
-    /// it is registered with the log redactor.
+    /// The https password: from `file` when given, else from `TAGFLOW_GIT_PASSWORD`. It is read
+    /// once now, so a missing file fails at startup, and registered with the log redactor.
     pub fn read_password(
         file: Option<&std::path::Path>,
-    ) -> Result<Option<String>, crate::secret::SecretError> {
-        match (file, std::env::var("TAGFLOW_GIT_PASSWORD")) {
-            (Some(f), _) => crate::secret::SecretRef::file(f.to_string_lossy())
-                .read()
-                .map(Some),
-            (None, Ok(p)) if !p.is_empty() => {
-                crate::secret::register(&p);
-                Ok(Some(p))
-            }
-            _ => Ok(None),
-        }
+    ) -> Result<Option<Arc<Watched>>, crate::secret::SecretError> {
+        let source = match (file, std::env::var("TAGFLOW_GIT_PASSWORD")) {
+            (Some(f), _) => SecretRef::file(f.to_string_lossy()),
+            (None, Ok(p)) if !p.is_empty() => SecretRef {
+                file: None,
+                env: Some("TAGFLOW_GIT_PASSWORD".into()),
+            },
+            _ => return Ok(None),
+        };
+        let watched = Watched::new(source);
+        watched.get()?;
+        Ok(Some(Arc::new(watched)))
     }
 }
 
@@ -129,6 +134,7 @@ impl GitAuth {
     pub fn callbacks<'a>(&'a self, remote: &'a RemoteInfo) -> RemoteCallbacks<'a> {
         let mut cb = RemoteCallbacks::new();
         let tries = Cell::new(0u32);
+        let passwords = Cell::new(0u32);
         cb.credentials(move |_url, url_user, allowed| {
             // libgit2 asks again after a refusal; stop instead of looping forever.
             tries.set(tries.get() + 1);
@@ -146,10 +152,12 @@ impl GitAuth {
                 return Cred::ssh_key(&user, None, key, None);
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                let pass = self.password.as_ref().ok_or_else(|| {
+                let source = self.password.as_ref().ok_or_else(|| {
                     git2::Error::from_str("the remote wants a password: pass --git-password-file or TAGFLOW_GIT_PASSWORD")
                 })?;
-                return Cred::userpass_plaintext(self.username.as_deref().unwrap_or(&user), pass);
+                passwords.set(passwords.get() + 1);
+                let pass = password_attempt(source, passwords.get())?;
+                return Cred::userpass_plaintext(self.username.as_deref().unwrap_or(&user), &pass);
             }
             Err(git2::Error::from_str("the remote asked for a credential type tagflow does not support"))
         });
@@ -182,6 +190,25 @@ impl GitAuth {
     }
 }
 
+/// The password for the `attempt`-th ask in one git operation. libgit2 asks again only after
+/// the server answered 401/403: then the source is read once more (a rotated token), and if
+/// it did not change the refusal is final rather than sent again.
+fn password_attempt(source: &Watched, attempt: u32) -> Result<String, git2::Error> {
+    let unreadable = |e: crate::secret::SecretError| {
+        git2::Error::from_str(&format!("failed to read the git password: {e}"))
+    };
+    match attempt {
+        1 => source.get().map_err(unreadable),
+        2 if source.reload().map_err(unreadable)? => {
+            tracing::info!("git password changed since the remote refused it: trying the new one");
+            source.get().map_err(unreadable)
+        }
+        _ => Err(git2::Error::from_str(
+            "the remote refused tagflow's git credentials (the password file was read again)",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +232,22 @@ mod tests {
         );
         assert!(remote_info("git@github.com:org/x.git").is_err());
         assert!(remote_info("ftp://h/x").is_err());
+    }
+
+    #[test]
+    fn a_refused_password_is_read_again_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "old-git-pass\n").expect("w");
+        let src = Watched::new(SecretRef::file(f.to_string_lossy()));
+        assert_eq!(password_attempt(&src, 1).expect("first"), "old-git-pass");
+        // Refused and unchanged: final, the same password is not sent again.
+        let e = password_attempt(&src, 2).expect_err("unchanged");
+        assert!(e.message().contains("refused"), "{}", e.message());
+        // Refused, and the file was rotated meanwhile: the new one is tried.
+        std::fs::write(&f, "new-git-pass\n").expect("w");
+        assert_eq!(password_attempt(&src, 2).expect("rotated"), "new-git-pass");
+        assert!(password_attempt(&src, 3).is_err());
     }
 
     #[test]

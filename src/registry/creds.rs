@@ -1,12 +1,12 @@
 //! Where a registry's credentials come from, read again when the mounted files change.
 //!
 //! ECR passwords last 12 h and tokens get rotated: the Secret is refreshed and the kubelet
-//! rewrites the mounted file. A use checks the file's metadata (at most once per [`RECHECK`], so
-//! a scan of many repositories does not stat it per request) and re-reads it when it changed; a
-//! 401/403 forces one re-read (and a credential helper run) before it is reported.
+//! rewrites the mounted file. A use checks the file's metadata through [`FileWatch`] (at most
+//! once per [`RECHECK`], so a scan of many repositories does not stat it per request) and
+//! re-reads it when it changed; a 401/403 forces one re-read (and a credential helper run)
+//! before it is reported. The git password follows the same rules (`crate::secret::Watched`).
 
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -14,7 +14,7 @@ use super::dockercfg::{self, DockerCreds};
 use super::helper::{self, HelperError};
 use crate::config::RegistryCredentials;
 use crate::reference::server_url;
-use crate::secret::{SecretError, SecretRef};
+use crate::secret::{FileWatch, SecretError, SecretRef};
 
 /// What tagflow presents to a registry or its token service.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,23 +97,11 @@ enum Origin {
     Password { username: String, secret: SecretRef },
 }
 
-/// How often a use looks at the credential file's metadata.
-pub const RECHECK: Duration = Duration::from_secs(1);
-
-/// File identity: when any part changes, the file is read again.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamp(path: &str) -> Stamp {
-    let m = std::fs::metadata(Path::new(path)).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
+pub use crate::secret::RECHECK;
 
 #[derive(Debug, Default)]
 struct State {
-    loaded: bool,
-    /// When the file's metadata was last looked at.
-    checked: Option<Instant>,
-    stamp: Stamp,
+    watch: FileWatch,
     current: Option<Credential>,
 }
 
@@ -166,15 +154,9 @@ impl CredentialSource {
     /// The current credential, read again if its file changed since the last read.
     pub async fn get(&self) -> Result<Option<Credential>, CredentialError> {
         let mut st = self.state.lock().await;
-        let due = st.checked.is_none_or(|t| t.elapsed() >= self.recheck);
-        if !st.loaded || due {
-            let now = self.file().map(stamp).unwrap_or(None);
-            st.checked = Some(Instant::now());
-            if !st.loaded || now != st.stamp {
-                st.current = self.read().await?;
-                st.stamp = now;
-                st.loaded = true;
-            }
+        if st.watch.stale(self.file(), self.recheck) {
+            st.current = self.read().await?;
+            st.watch.read();
         }
         Ok(st.current.clone())
     }
@@ -185,9 +167,7 @@ impl CredentialSource {
         let fresh = self.read().await?;
         let changed = fresh != st.current;
         st.current = fresh;
-        st.stamp = self.file().map(stamp).unwrap_or(None);
-        st.checked = Some(Instant::now());
-        st.loaded = true;
+        st.watch.reread(self.file());
         Ok(changed)
     }
 

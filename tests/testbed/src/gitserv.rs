@@ -295,6 +295,16 @@ impl GitHttp {
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
     }
+
+    /// Rotate the basic-auth password; lighttpd reads its user file at each request.
+    pub fn set_password(&mut self, password: &str) {
+        fs::write(
+            self._tmp.path().join("users"),
+            format!("{}:{password}\n", self.username),
+        )
+        .expect("write users");
+        self.password = password.to_owned();
+    }
 }
 
 /// A private sshd serving a [`BareRepo`] to an ed25519 deploy key; killed on drop.
