@@ -253,6 +253,9 @@ fn demo() -> Result<()> {
         http.username.clone(),
         "--git-password-file".into(),
         password_file.display().to_string(),
+        // The operator's allowlist: the bot token may go to the local Slack stand-in.
+        "--secret-hosts".into(),
+        "127.0.0.1".into(),
     ];
     let command = |args: &[&str]| -> Command {
         let mut cmd = Command::new(&bin);
@@ -271,7 +274,7 @@ fn demo() -> Result<()> {
     let workdir = scratch.path().join("work");
     let listen = format!("127.0.0.1:{}", testbed::free_port());
     println!(
-        "$ tagflow --repo {} --git-username {} --git-password-file {} run --listen {listen}",
+        "$ tagflow --repo {} --git-username {} --git-password-file {} --secret-hosts 127.0.0.1 run --listen {listen}",
         http.url,
         http.username,
         password_file.display()

@@ -2,10 +2,11 @@
 //! in every values file; each problem as `file:line: message`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config;
 use crate::gitops::{Checkout, GitError, RepoOptions};
+use crate::plan::{self, Files, ReadError};
 
 /// What `check` found: the problems (empty when all is well) and a summary line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +37,9 @@ pub enum CheckError {
     NoConfig(String),
 }
 
-/// Check the files `read` gives (pure: `read` is a local dir or a fetched head).
-pub fn check_files(config_path: &str, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Checked {
+/// Check the files `files` gives (pure: a local dir or a fetched head).
+pub fn check_files(config_path: &str, files: &plan::Read<'_>) -> Checked {
+    let read = |p: &str| files.read(p).ok().flatten();
     let Some(text) = read(config_path) else {
         return Checked {
             problems: vec![format!("{config_path}: does not exist")],
@@ -59,7 +61,7 @@ pub fn check_files(config_path: &str, read: &dyn Fn(&str) -> Option<Vec<u8>>) ->
             };
         }
     };
-    let mut problems = crate::plan::check_targets(&cfg, read);
+    let mut problems = plan::check_targets(&cfg, files);
     let lists =
         [config::APPROVALS, config::QUARANTINE].map(|name| config::sibling(config_path, name));
     let texts = lists
@@ -89,10 +91,46 @@ pub fn check_dir(dir: &Path, config_path: &str) -> Result<Checked, CheckError> {
         path: path.display().to_string(),
         source,
     })?;
-    let dir = dir.to_owned();
-    Ok(check_files(config_path, &move |p: &str| {
-        std::fs::read(dir.join(p)).ok()
-    }))
+    Ok(check_files(config_path, &LocalDir(dir.to_owned())))
+}
+
+/// A local checkout read as the planner reads a head: regular files only, no symlink followed.
+struct LocalDir(PathBuf);
+
+impl Files for LocalDir {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(std::fs::read(self.0.join(path)).ok())
+    }
+
+    fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, ReadError> {
+        let root = self.0.join(dir);
+        if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_owned()];
+        while let Some(d) = todo.pop() {
+            let entries = std::fs::read_dir(self.0.join(&d)).map_err(|e| ReadError {
+                path: d.clone(),
+                reason: e.to_string(),
+            })?;
+            for entry in entries.flatten() {
+                let path = format!("{d}/{}", entry.file_name().to_string_lossy());
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_symlink() && plan::is_yaml(&path) {
+                    return Err(plan::yaml_symlink(&path));
+                } else if kind.is_dir() && entry.file_name() != ".git" {
+                    todo.push(path);
+                } else if kind.is_file() && plan::is_yaml(&path) {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        Ok(Some(out))
+    }
 }
 
 /// Fetch the repo (into `opts.workdir`) and check its head.
@@ -101,9 +139,7 @@ pub fn check_repo(opts: &RepoOptions) -> Result<Checked, CheckError> {
     if !files.contains_key(&opts.config_path) {
         return Err(CheckError::NoConfig(opts.config_path.clone()));
     }
-    Ok(check_files(&opts.config_path, &|p: &str| {
-        files.get(p).cloned()
-    }))
+    Ok(check_files(&opts.config_path, &files))
 }
 
 /// Fetch the repo and read the config plus every file it may name.
@@ -120,8 +156,14 @@ fn fetch_all(opts: &RepoOptions) -> Result<BTreeMap<String, Vec<u8>>, GitError> 
     if let Some(t) = snap.read(&opts.config_path)? {
         if let Ok(cfg) = config::parse(&opts.config_path, &String::from_utf8_lossy(&t)) {
             for env in cfg.environments.values() {
-                if let Some(b) = snap.read(&env.file)? {
-                    out.insert(env.file.clone(), b);
+                let dir_files = match &env.dir {
+                    Some(dir) => snap.yaml_files(dir)?.unwrap_or_default(),
+                    None => vec![env.file.clone()],
+                };
+                for path in dir_files {
+                    if let Some(b) = snap.read(&path)? {
+                        out.insert(path, b);
+                    }
                 }
             }
         }
@@ -153,8 +195,7 @@ mod tests {
                 "quarantine:\n  - {image: web, tag: a}\n",
             ),
         ]);
-        let read = |p: &str| files.get(p).map(|s| s.as_bytes().to_vec());
-        let c = check_files("config/tagflow.yaml", &read);
+        let c = check_files("config/tagflow.yaml", &files);
         assert_eq!(c.problems.len(), 2, "{:#?}", c.problems);
         assert!(
             c.problems[0].contains("envs/dev/patch.yaml"),
@@ -166,7 +207,41 @@ mod tests {
             "{}",
             c.problems[1]
         );
-        let missing = check_files("config/tagflow.yaml", &|_: &str| None);
+        let missing = check_files("config/tagflow.yaml", &BTreeMap::<String, String>::new());
         assert_eq!(missing.problems, ["config/tagflow.yaml: does not exist"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_local_directory_environment_is_checked_file_by_file_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        write(
+            "config/tagflow.yaml",
+            "images:\n  app: {repository: r.example.com/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {dir: envs/dev}\n",
+        );
+        write(
+            "envs/dev/a/values.yaml",
+            "tag: a1 # {\"$imagepolicy\": \"flux-system:app:tag\"}\n",
+        );
+        write("envs/dev/b.yaml", "{{ not yaml, and no marker }}: [\n");
+        let c = check_dir(dir.path(), "config/tagflow.yaml").expect("checks");
+        assert_eq!(c.problems, Vec::<String>::new());
+        std::os::unix::fs::symlink(
+            "../../config/tagflow.yaml",
+            dir.path().join("envs/dev/c.yml"),
+        )
+        .expect("symlink");
+        let c = check_dir(dir.path(), "config/tagflow.yaml").expect("checks");
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        assert!(
+            c.problems[0].contains("envs/dev/c.yml: is a symlink under a directory environment"),
+            "{}",
+            c.problems[0]
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod check;
 pub mod commands;
 pub mod config;
 pub mod cycle;
+pub mod egress;
 pub mod flux_import;
 pub mod gitops;
 pub mod infra;

@@ -32,6 +32,19 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
+    /// Hosts that may receive tagflow's secrets, comma-separated: `host`, `host:port`,
+    /// `*.domain`, or `*` for any. A config naming a registry with a password, or a Slack API
+    /// URL with a bot token, on any other host is refused (file:line), and git credentials go
+    /// to no other host than the config repo's. Set it here, outside the config repo, so that
+    /// pushing to the config repo does not mean reading tagflow's secrets. Registry
+    /// credentials from a docker config.json stay bound to the hosts that file names.
+    #[arg(
+        long,
+        env = "TAGFLOW_SECRET_HOSTS",
+        global = true,
+        default_value = tagflow::egress::DEFAULT
+    )]
+    secret_hosts: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,6 +204,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tagflow::logging::init(matches!(cli.log_format, LogFormat::Json));
     tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
+    if let Err(e) = tagflow::egress::set(Some(&cli.secret_hosts)) {
+        eprintln!("tagflow: --secret-hosts: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -356,6 +356,9 @@ impl Poster {
     }
 }
 
+/// Changes listed in a Slack message; the rest are counted.
+pub const SLACK_LISTED: usize = 30;
+
 /// Slack text for a pushed commit (pure).
 pub fn commit_text(
     commit: &str,
@@ -368,8 +371,9 @@ pub fn commit_text(
         None => format!("tagflow pushed {commit} to {branch}"),
     };
     let mut lines = vec![head];
-    for c in changes {
-        lines.push(format!("• {}", crate::plan::describe(c)));
+    // Slack refuses messages over 40,000 characters: list the first changes, count the rest.
+    for line in crate::plan::listed(changes, SLACK_LISTED, false) {
+        lines.push(format!("• {line}"));
     }
     lines.join("\n")
 }
@@ -404,6 +408,29 @@ pub fn commit_link(repo_url: &str, commit: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_commit_fits_in_one_slack_message() {
+        let changes: Vec<EnvChange> = (0..10_000)
+            .map(|i| EnvChange {
+                env: if i % 2 == 0 { "dev" } else { "prod" }.into(),
+                change: crate::rewrite::Change {
+                    file: "envs/dev/patch.yaml".into(),
+                    image: format!("image-with-a-long-name-{i:05}"),
+                    field: crate::rewrite::Field::Tag,
+                    line: i,
+                    old: "a1b2c3d".into(),
+                    new: "0f1e2d3".into(),
+                },
+            })
+            .collect();
+        let text = commit_text("abc1234", "main", &changes, None);
+        assert!(text.chars().count() < 40_000, "{} characters", text.len());
+        assert!(
+            text.ends_with("• … and 9970 more changes (dev: 4985, prod: 4985)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn links_only_for_known_forges() {

@@ -93,9 +93,75 @@ pub fn server_url(host: &str) -> String {
     }
 }
 
+/// An image reference as written in a values file, split without normalising any part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRef<'a> {
+    /// Repository as spelled (`host:5000/team/app`).
+    pub name: &'a str,
+    /// Tag after the last `:` that follows the last `/`, if any.
+    pub tag: Option<&'a str>,
+    /// Digest after `@` (`sha256:…`), if any.
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> ImageRef<'a> {
+    /// Splits `name[:tag][@digest]`; a `:` before the last `/` is a registry port, not a tag.
+    pub fn split(reference: &'a str) -> Self {
+        let (rest, digest) = match reference.split_once('@') {
+            Some((r, d)) => (r, Some(d)),
+            None => (reference, None),
+        };
+        let slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[slash..].rfind(':') {
+            Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+            None => (rest, None),
+        };
+        Self { name, tag, digest }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_split_without_normalising() {
+        let split = |r: &str| {
+            let i = ImageRef::split(r);
+            (
+                i.name.to_owned(),
+                i.tag.map(str::to_owned),
+                i.digest.map(str::to_owned),
+            )
+        };
+        let own = |n: &str, t: Option<&str>, d: Option<&str>| {
+            (n.to_owned(), t.map(str::to_owned), d.map(str::to_owned))
+        };
+        let cases = [
+            ("nginx", own("nginx", None, None)),
+            ("nginx:1.25", own("nginx", Some("1.25"), None)),
+            ("host:5000/team/app", own("host:5000/team/app", None, None)),
+            (
+                "host:5000/team/app:v2",
+                own("host:5000/team/app", Some("v2"), None),
+            ),
+            (
+                "r.example.com/app:v2.3.0@sha256:ab",
+                own("r.example.com/app", Some("v2.3.0"), Some("sha256:ab")),
+            ),
+            (
+                "r.example.com/app@sha256:ab",
+                own("r.example.com/app", None, Some("sha256:ab")),
+            ),
+            (
+                "host:5000/app:v1@sha256:ab",
+                own("host:5000/app", Some("v1"), Some("sha256:ab")),
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(split(r), want, "{r:?}");
+        }
+    }
 
     #[test]
     fn docker_reference_grammar() {

@@ -14,6 +14,7 @@ mod verify;
 
 use std::fmt;
 
+use crate::reference::{ImageRef, RepoRef};
 use crate::yamlspan::{self, YamlError};
 use targets::{check_coverage, marker_hits, path_hits, path_list};
 
@@ -126,6 +127,8 @@ pub struct Rewritten {
     pub output: Vec<u8>,
     /// The changes, in file order.
     pub changes: Vec<Change>,
+    /// Per update (same order): whether it has a target in this file, changed or not.
+    pub found: Vec<bool>,
 }
 
 /// Why a file was not rewritten. All terminal: the file or the config must change first.
@@ -139,7 +142,7 @@ pub enum RewriteError {
         /// Line of the first invalid byte.
         line: usize,
     },
-    /// The file is not a single well-formed YAML document.
+    /// The file is not well-formed YAML.
     #[error("failed to parse {file}: {source}")]
     Parse {
         /// File name.
@@ -158,9 +161,9 @@ pub enum RewriteError {
         /// What was looked for.
         detail: String,
     },
-    /// One field of one image is targeted more than once.
+    /// One field of one image is targeted both by a configured path and by a marker.
     #[error(
-        "{file}: the {field} of image {image} is targeted more than once (lines {}); refusing to guess",
+        "{file}: the {field} of image {image} is targeted by both a path and a marker (lines {}); refusing to guess which is meant",
         join(lines)
     )]
     DuplicateTarget {
@@ -184,6 +187,22 @@ pub enum RewriteError {
         first: String,
         /// `image field` of the other.
         second: String,
+    },
+    /// A path exists in more than one document of the file.
+    #[error(
+        "{file}: path {path} of image {image} exists in several documents (lines {}); a path names one place, so tagflow refuses to pick one: use a setter marker in multi-document files",
+        join(lines)
+    )]
+    AmbiguousPath {
+        /// File name.
+        file: String,
+        /// Image key.
+        image: String,
+        /// The path.
+        path: String,
+        /// Line of the path's target in each document that has it (boxed: keeps the error
+        /// small).
+        lines: Box<[usize]>,
     },
     /// A value to write (or a setter/path in the update) is invalid.
     #[error("invalid {what} {value:?} for image {image} (rewriting {file}): {reason}")]
@@ -264,6 +283,43 @@ pub fn rewrite(
     input: &[u8],
     updates: &[ImageUpdate],
 ) -> Result<Rewritten, RewriteError> {
+    rewrite_with(file, input, updates, true)
+}
+
+/// Like [`rewrite`] for one file of a directory: an update without a target here is no error
+/// (see [`Rewritten::found`]; the caller checks each image is found in some file), and a file
+/// whose text names none of the updates' setter policies is returned unparsed and unchanged, so
+/// other YAML in the directory (chart templates, CRDs) is never judged.
+///
+/// # Errors
+/// See [`RewriteError`]; on any error nothing is rewritten.
+pub fn rewrite_if_marked(
+    file: &str,
+    input: &[u8],
+    updates: &[ImageUpdate],
+) -> Result<Rewritten, RewriteError> {
+    let text = String::from_utf8_lossy(input);
+    let marked = text.contains("$imagepolicy")
+        && updates
+            .iter()
+            .filter_map(|u| u.setter.as_deref())
+            .any(|p| marker::mentions(&text, p));
+    if !marked {
+        return Ok(Rewritten {
+            output: input.to_vec(),
+            changes: Vec::new(),
+            found: vec![false; updates.len()],
+        });
+    }
+    rewrite_with(file, input, updates, false)
+}
+
+fn rewrite_with(
+    file: &str,
+    input: &[u8],
+    updates: &[ImageUpdate],
+    every_update: bool,
+) -> Result<Rewritten, RewriteError> {
     let src = std::str::from_utf8(input).map_err(|e| RewriteError::NotUtf8 {
         file: file.to_string(),
         line: 1 + input[..e.valid_up_to()]
@@ -274,13 +330,16 @@ pub fn rewrite(
     for update in updates {
         check_update(file, update)?;
     }
-    let doc = yamlspan::parse(src).map_err(|source| RewriteError::Parse {
+    let docs = yamlspan::parse_stream(src).map_err(|source| RewriteError::Parse {
         file: file.to_string(),
         source,
     })?;
-    let mut hits = marker_hits(file, src, &doc, updates)?;
-    hits.extend(path_hits(file, &doc, updates)?);
-    check_coverage(file, updates, &hits)?;
+    let mut hits = marker_hits(file, src, &docs, updates)?;
+    hits.extend(path_hits(file, &docs, updates)?);
+    check_coverage(file, updates, &hits, every_update)?;
+    let found = (0..updates.len())
+        .map(|i| hits.iter().any(|h| h.update == i))
+        .collect();
 
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut changes = Vec::new();
@@ -294,7 +353,7 @@ pub fn rewrite(
         };
         let current = scalar::editable(src, hit.node).map_err(unsupported)?;
         let new = match hit.field {
-            Field::Full => format!("{}:{}", update.repository, update.tag),
+            Field::Full => full_reference(&current.value, update),
             Field::Name => update.repository.clone(),
             Field::Tag => update.tag.clone(),
             Field::Digest => update
@@ -324,6 +383,7 @@ pub fn rewrite(
         return Ok(Rewritten {
             output: input.to_vec(),
             changes,
+            found,
         });
     }
     let mut output = String::with_capacity(src.len() + 64);
@@ -334,11 +394,25 @@ pub fn rewrite(
         at = span.end;
     }
     output.push_str(src.get(at..).unwrap_or_default());
-    verify::verify(file, &doc, &output, &edits, &changes)?;
+    verify::verify(file, &docs, &output, &edits, &changes)?;
     Ok(Rewritten {
         output: output.into_bytes(),
         changes,
+        found,
     })
+}
+
+/// `name:tag`, or `name:tag@digest` when the update has a digest (as Flux writes a policy's
+/// latest reference). `name` keeps the file's spelling when it names the update's repository
+/// (`nginx` stays `nginx`, not `docker.io/library/nginx`).
+fn full_reference(current: &str, update: &ImageUpdate) -> String {
+    let written = ImageRef::split(current).name;
+    let same = !written.is_empty() && RepoRef::parse(written) == RepoRef::parse(&update.repository);
+    let name = if same { written } else { &update.repository };
+    match &update.digest {
+        Some(digest) => format!("{name}:{}@{digest}", update.tag),
+        None => format!("{name}:{}", update.tag),
+    }
 }
 
 /// Validates everything an update would write before the file is even parsed.

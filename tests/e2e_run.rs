@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
-use testbed::{BareRepo, Registry, RegistryOpts, Response, Scripted, SlackCapture};
+use sha2::Sha256;
+use testbed::{BareRepo, Registry, RegistryOpts, Scripted, SlackCapture};
 
 const BUILT: &str = "{tags: '^[0-9a-f]{7}$', order: built}";
 
@@ -224,42 +224,6 @@ fn a_registry_webhook_triggers_a_commit_without_waiting() {
         metrics.contains("tagflow_last_success_timestamp_seconds"),
         "{metrics}"
     );
-}
-
-/// An in-process registry serving `tags`, each resolving to one tiny image; the tags listing
-/// answers after `delay`. Returns the server and the manifest digest every tag points at.
-fn scripted_registry(tags: serde_json::Value, delay: Duration) -> (Scripted, String) {
-    let config_blob =
-        br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
-            .to_vec();
-    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_blob)));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_blob.len()},
-        "layers": []
-    })
-    .to_string();
-    let manifest_digest = format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(manifest.as_bytes()))
-    );
-    let md = manifest_digest.clone();
-    let server = Scripted::start(move |req| {
-        if req.path.ends_with("/tags/list") {
-            Response::json(200, &serde_json::json!({"name": "team/app", "tags": tags}))
-                .delayed(delay)
-        } else if req.path.contains("/manifests/") {
-            Response::text(200, &manifest)
-                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-                .header("Docker-Content-Digest", &md)
-        } else if req.path.contains("/blobs/") {
-            Response::new(200).body(config_blob.clone())
-        } else {
-            Response::new(404)
-        }
-    });
-    (server, manifest_digest)
 }
 
 fn scripted_repo(server: &Scripted) -> (BareRepo, String) {

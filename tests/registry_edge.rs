@@ -15,6 +15,8 @@ fn cfg(host: &str, extra: &str) -> Config {
     let text = format!(
         "registries:\n  - {{host: \"{host}\", insecure: true, timeout: 1s, rateLimit: 1000{extra}}}\nimages:\n  app: {{repository: \"{host}/team/app\", policy: {{tags: '.*', order: built}}}}\nenvironments:\n  dev: {{file: envs/dev/patch.yaml}}\n"
     );
+    // The operator lets secrets go to the in-process servers (as `--secret-hosts 127.0.0.1`).
+    tagflow::egress::set(Some("127.0.0.1")).expect("allowlist");
     config::parse("c.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -16,6 +16,8 @@ fn cfg(host: &str, pw_file: &std::path::Path) -> Config {
         "registries:\n  - {{host: \"{host}\", insecure: true, timeout: 2s, rateLimit: 1000, credentials: {{username: u, password: {{file: {}}}}}}}\nimages:\n  app: {{repository: \"{host}/team/app\", policy: {{tags: '.*', order: built}}}}\nenvironments:\n  dev: {{file: envs/dev/patch.yaml}}\n",
         pw_file.display()
     );
+    // The operator lets secrets go to the in-process servers (as `--secret-hosts 127.0.0.1`).
+    tagflow::egress::set(Some("127.0.0.1")).expect("allowlist");
     config::parse("c.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -195,6 +195,8 @@ impl Replica {
         let log = dir.join("run.log");
         let port = testbed::free_port();
         let mut c = tagflow();
+        // The bot token goes to the Slack capture on 127.0.0.1: the operator allows it.
+        c.env("TAGFLOW_SECRET_HOSTS", "127.0.0.1");
         c.args([
             "run",
             "--repo",
@@ -309,7 +311,11 @@ fn happy_path_dev_then_prod_behind_soak_and_approval_in_one_thread() {
 
     // An approval for another tag does nothing.
     let approve = |tag: &str| {
-        let out = common::run(tagflow().args(["approve", "prod", tag, "--repo", &w.url]));
+        let out = common::run(
+            tagflow()
+                .args(["approve", "prod", tag, "--repo", &w.url])
+                .env("TAGFLOW_SECRET_HOSTS", "127.0.0.1"),
+        );
         assert!(out.status.success(), "{}", common::logs(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

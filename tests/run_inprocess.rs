@@ -4,55 +4,19 @@
 //! The shutdown order: a shutdown that arrives while a cycle is scanning lets that cycle finish
 //! and push its commit, then `run` returns and its HTTP server is gone.
 
+mod common;
 mod inproc;
 
 use std::time::Duration;
 
 use inproc::{bare_repo, file_at_main};
-use sha2::{Digest, Sha256};
 use tagflow::gitops::{GitAuth, RepoOptions};
 use tagflow::run::{RunOptions, run};
-use testbed::{Response, Scripted};
-
-/// A registry with one tag whose listing answers after `delay`.
-fn registry(delay: Duration) -> Scripted {
-    let config_blob =
-        br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
-            .to_vec();
-    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_blob)));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_blob.len()},
-        "layers": []
-    })
-    .to_string();
-    let digest = format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(manifest.as_bytes()))
-    );
-    Scripted::start(move |req| {
-        if req.path.ends_with("/tags/list") {
-            Response::json(
-                200,
-                &serde_json::json!({"name": "team/app", "tags": ["b2c3d4e"]}),
-            )
-            .delayed(delay)
-        } else if req.path.contains("/manifests/") {
-            Response::text(200, &manifest)
-                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-                .header("Docker-Content-Digest", &digest)
-        } else if req.path.contains("/blobs/") {
-            Response::new(200).body(config_blob.clone())
-        } else {
-            Response::new(404)
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_scan_finishes_the_commit_then_stops_the_server() {
-    let server = registry(Duration::from_secs(2));
+    let server =
+        common::scripted_registry(serde_json::json!(["b2c3d4e"]), Duration::from_secs(2)).0;
     let host = server.base_url.trim_start_matches("http://").to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = format!(

@@ -382,6 +382,19 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                 );
             }
         }
+        let egress = crate::egress::current();
+        if slack.bot_token.is_some()
+            && let Some(host) = crate::egress::authority(&slack.api_url)
+            && !egress.allows(&host)
+        {
+            r.at(
+                &["notify", "slack", "apiUrl"],
+                format!(
+                    "notify.slack.apiUrl: sending the bot token to {host} is not allowed: the operator allows secrets only to {} (--secret-hosts / TAGFLOW_SECRET_HOSTS, set outside the config repo)",
+                    egress.describe()
+                ),
+            );
+        }
         if url::Url::parse(&slack.api_url).is_err() || !slack.api_url.ends_with('/') {
             r.at(
                 &["notify", "slack", "apiUrl"],

@@ -214,8 +214,12 @@ fn default_branch() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvironmentConfig {
-    /// Values file, relative to the repo root.
+    /// Values file, relative to the repo root; empty when `dir` is given instead.
+    #[serde(default)]
     pub file: String,
+    /// A directory (like Flux's `spec.update.path`) whose `.yaml`/`.yml` files carrying this
+    /// environment's setter markers are all edited; exclusive with `file`.
+    pub dir: Option<String>,
     /// Images written into this file; default every image, found by its setter markers.
     pub images: Option<BTreeMap<String, TargetConfig>>,
     /// The HelmRelease, Kustomization or Argo CD Application deploying this environment;

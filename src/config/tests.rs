@@ -137,6 +137,31 @@ fn table_of_single_problems() {
             "notify.slack.webhookUrl",
         ),
         ("images: {}\n".to_owned(), "at least one image"),
+        (
+            img("{tags: '.*', order: built}").replace(
+                "file: envs/dev/patch.yaml",
+                "file: envs/dev/patch.yaml\n    dir: envs/dev",
+            ),
+            "environments.dev: give `file` or `dir`, not both",
+        ),
+        (
+            img("{tags: '.*', order: built}").replace(
+                "file: envs/dev/patch.yaml",
+                "release: {namespace: a, name: b}",
+            ),
+            "environments.dev: needs `file` (a values file) or `dir`",
+        ),
+        (
+            img("{tags: '.*', order: built}").replace("file: envs/dev/patch.yaml", "dir: ../envs"),
+            "environments.dev.dir: \"../envs\" must not contain `..`",
+        ),
+        (
+            img("{tags: '.*', order: built}").replace(
+                "file: envs/dev/patch.yaml",
+                "dir: envs/dev\n    images: {app: {paths: {tag: image.tag}}}",
+            ),
+            "c.yaml:8: environments.dev.images.app.paths: a directory environment finds images by setter markers only",
+        ),
         ("a: [\n".to_owned(), "c.yaml:"),
         ("- 1\n".to_owned(), "must be a mapping"),
     ];
@@ -144,6 +169,17 @@ fn table_of_single_problems() {
         let p = problems(&text).join("\n");
         assert!(p.contains(want), "want {want:?} in:\n{p}\n--- for:\n{text}");
     }
+}
+
+#[test]
+fn an_environment_may_name_a_directory() {
+    let text = "images:\n  app: {repository: r.example.com/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {dir: envs/dev}\n";
+    let c = parse("c.yaml", text).expect("valid");
+    let dev = &c.environments["dev"];
+    assert_eq!(
+        (dev.dir.as_deref(), dev.file.as_str()),
+        (Some("envs/dev"), "")
+    );
 }
 
 #[test]
@@ -161,7 +197,7 @@ fn a_broken_entry_is_its_one_problem_not_also_a_missing_section() {
     assert_eq!(
         problems(text),
         [
-            "c.yaml:8: environments.dev.colour: unknown field `colour`, expected one of `file`, `images`, `release`, `smoke`, `promoteFrom`, `gate`, `timeout`"
+            "c.yaml:8: environments.dev.colour: unknown field `colour`, expected one of `file`, `dir`, `images`, `release`, `smoke`, `promoteFrom`, `gate`, `timeout`"
         ]
     );
     // An image dropped for its own problem is not "no such image" where an environment names it.

@@ -54,6 +54,17 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     ),
                 );
             }
+            let egress = crate::egress::current();
+            if basic && !egress.allows(&reg.host) {
+                r.at(
+                    &at("credentials"),
+                    format!(
+                        "registries[{i}].credentials: sending a password to {} is not allowed: the operator allows secrets only to {} (--secret-hosts / TAGFLOW_SECRET_HOSTS, set outside the config repo)",
+                        reg.host,
+                        egress.describe()
+                    ),
+                );
+            }
             if let Some(Err(e)) = creds
                 .password
                 .as_ref()
@@ -144,11 +155,45 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
 
     for (env_name, env) in &c.environments {
         let at = |f: &'static str| vec!["environments", env_name.as_str(), f];
-        if let Err(why) = check_repo_path(&env.file) {
-            r.at(
+        match (&env.dir, env.file.is_empty()) {
+            (Some(_), false) => r.at(
+                &at("dir"),
+                format!("environments.{env_name}: give `file` or `dir`, not both"),
+            ),
+            (None, true) => r.at(
                 &at("file"),
-                format!("environments.{env_name}.file: {:?} {why}", env.file),
-            );
+                format!("environments.{env_name}: needs `file` (a values file) or `dir`"),
+            ),
+            (Some(dir), true) => {
+                if let Err(why) = check_repo_path(dir) {
+                    r.at(
+                        &at("dir"),
+                        format!("environments.{env_name}.dir: {dir:?} {why}"),
+                    );
+                }
+                let with_paths = env
+                    .images
+                    .iter()
+                    .flatten()
+                    .filter(|(_, t)| t.paths.any())
+                    .map(|(img, _)| img.as_str());
+                for img in with_paths {
+                    r.at(
+                        &["environments", env_name, "images", img, "paths"],
+                        format!(
+                            "environments.{env_name}.images.{img}.paths: a directory environment finds images by setter markers only; a path names one place in one file"
+                        ),
+                    );
+                }
+            }
+            (None, false) => {
+                if let Err(why) = check_repo_path(&env.file) {
+                    r.at(
+                        &at("file"),
+                        format!("environments.{env_name}.file: {:?} {why}", env.file),
+                    );
+                }
+            }
         }
         if let Some(images) = &env.images {
             if images.is_empty() {

@@ -154,7 +154,7 @@ impl Reconciler {
             .repo
             .read_at(head, move |snap| {
                 let read = snap.reader();
-                let planned = plan::plan_edits(&cfg, &desired, &read);
+                let planned = plan::plan_edits(&cfg, &desired, snap);
                 Ok(planned.map(|p| {
                     p.map(|p| {
                         let d = plan::diff(&p.edits, |path| read(path).ok().flatten());

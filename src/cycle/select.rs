@@ -111,6 +111,8 @@ pub struct Selector {
     metrics: Arc<Metrics>,
     sources_dir: PathBuf,
     auth: GitAuth,
+    /// `host[:port]` of the config repo: the one host git credentials always go to.
+    repo_host: Option<String>,
     unreadable: Mutex<Unreadable>,
 }
 
@@ -122,7 +124,28 @@ impl Selector {
             metrics,
             sources_dir: opts.workdir.join("sources"),
             auth: opts.auth.clone(),
+            repo_host: crate::egress::authority(&opts.url),
             unreadable: Mutex::new(Unreadable::default()),
+        }
+    }
+
+    /// The git credentials for an app source repo: the config repo's, unless the source is on
+    /// another host the operator did not allow (`--secret-hosts`): then none (a public repo
+    /// still reads; a private one fails with the server's 401, and the log says why).
+    fn source_auth(&self, url: &str) -> GitAuth {
+        let host = crate::egress::authority(url);
+        let has_password = self.auth.password.is_some() || self.auth.username.is_some();
+        let allowed = host.as_ref().is_some_and(|h| {
+            self.repo_host.as_deref() == Some(h.as_str()) || crate::egress::current().allows(h)
+        });
+        if !has_password || allowed || url.starts_with("file://") {
+            return self.auth.clone();
+        }
+        tracing::warn!(source = %crate::secret::display_url(url), "not sending git credentials to the source repo's host: not the config repo's host and not in --secret-hosts");
+        GitAuth {
+            username: None,
+            password: None,
+            ..self.auth.clone()
         }
     }
 
@@ -222,7 +245,7 @@ impl Selector {
             let dir = self
                 .sources_dir
                 .join(&hex::encode(Sha256::digest(source.url.as_bytes()))[..16]);
-            let auth = self.auth.clone();
+            let auth = self.source_auth(&source.url);
             let ranks = tokio::task::spawn_blocking(move || {
                 gitops::source::commit_ranks(&source.url, &source.branch, &dir, auth, &keys)
             })
@@ -272,5 +295,42 @@ mod tests {
         assert!(!u.take_retry(), "gave up on this tag");
         u.note("app", "def5678");
         assert!(u.take_retry(), "another tag still counts");
+    }
+
+    #[test]
+    fn git_credentials_go_only_to_the_config_repo_host_unless_allowed() {
+        let auth = GitAuth {
+            username: Some("tagflow".into()),
+            password: Some("pw".into()),
+            ..GitAuth::default()
+        };
+        let opts = RepoOptions::new(
+            "https://git.example.com/org/config.git".into(),
+            "main".into(),
+            "config/tagflow.yaml".into(),
+            Some(std::env::temp_dir().join("tagflow-select-test")),
+            auth,
+        );
+        let s = Selector::new(
+            &opts,
+            Arc::new(Registries::new(Metrics::new())),
+            Metrics::new(),
+        );
+        let pw = |url: &str| s.source_auth(url).password;
+        assert_eq!(
+            pw("https://git.example.com/org/app.git").as_deref(),
+            Some("pw")
+        );
+        assert_eq!(
+            pw("https://evil.example/org/app.git"),
+            None,
+            "not offered elsewhere"
+        );
+        assert_eq!(
+            pw("https://git.example.com:8443/org/app.git"),
+            None,
+            "another port"
+        );
+        assert_eq!(pw("file:///srv/app.git").as_deref(), Some("pw"));
     }
 }

@@ -218,9 +218,7 @@ impl ConfigRepo {
         let author = config.git.author.clone();
         let pushed = self
             .with_git(move |c| {
-                c.commit_and_push(&author, |snap| {
-                    plan::prepare(&change, &config, &snap.reader())
-                })
+                c.commit_and_push(&author, |snap| plan::prepare(&change, &config, snap))
             })
             .await?;
         match pushed {

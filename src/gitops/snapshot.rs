@@ -65,52 +65,67 @@ impl Snapshot<'_> {
     /// Every regular file under directory `dir`, as (path relative to `dir`, bytes, executable).
     /// Symlinks and submodules are refused: their targets are outside what git vouches for.
     pub fn files_under(&self, dir: &str) -> Result<Vec<(String, Vec<u8>, bool)>, GitError> {
-        let Some(id) = self.tree_id(dir)? else {
+        let mut out = Vec::new();
+        let exists =
+            self.walk_entries(dir, |path, entry| match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
+                    let blob = self
+                        .repo
+                        .find_blob(entry.id())
+                        .map_err(git_err(format!("read {dir}/{path}")))?;
+                    out.push((path.to_owned(), blob.content().to_vec(), mode == MODE_EXEC));
+                    Ok(())
+                }
+                _ => Err(GitError::File {
+                    path: format!("{dir}/{path}"),
+                    reason: "is a symlink or submodule; only regular files are used".into(),
+                }),
+            })?;
+        if !exists {
             return Err(GitError::File {
                 path: dir.into(),
                 reason: "does not exist at the repo head".into(),
             });
+        }
+        Ok(out)
+    }
+
+    /// Visits every entry under `dir` that is not a directory, with its path relative to `dir`;
+    /// an error from `visit` stops the walk and is returned. `Ok(false)` when `dir` is absent.
+    fn walk_entries(
+        &self,
+        dir: &str,
+        mut visit: impl FnMut(&str, &git2::TreeEntry<'_>) -> Result<(), GitError>,
+    ) -> Result<bool, GitError> {
+        let Some(id) = self.tree_id(dir)? else {
+            return Ok(false);
         };
         let tree = self
             .repo
             .find_tree(id)
             .map_err(git_err(format!("read tree {dir}")))?;
-        let mut out = Vec::new();
-        let mut refused = None;
+        let mut stopped = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(ObjectType::Tree) {
+                return git2::TreeWalkResult::Ok;
+            }
             let path = format!("{parent}{}", entry.name().unwrap_or_default());
-            match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => git2::TreeWalkResult::Ok,
-                (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
-                    match self.repo.find_blob(entry.id()) {
-                        Ok(b) => out.push((path, b.content().to_vec(), mode == MODE_EXEC)),
-                        Err(e) => {
-                            refused = Some(git_err(format!("read {dir}/{path}"))(e));
-                            return git2::TreeWalkResult::Abort;
-                        }
-                    }
-                    git2::TreeWalkResult::Ok
-                }
-                _ => {
-                    refused = Some(GitError::File {
-                        path: format!("{dir}/{path}"),
-                        reason: "is a symlink or submodule; only regular files are used".into(),
-                    });
+            match visit(&path, entry) {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(e) => {
+                    stopped = Some(e);
                     git2::TreeWalkResult::Abort
                 }
             }
         })
         .or_else(|e| {
-            if refused.is_some() {
+            if stopped.is_some() {
                 Ok(())
             } else {
                 Err(git_err(format!("walk {dir}"))(e))
             }
         })?;
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        stopped.map_or(Ok(true), Err)
     }
 
     /// [`Snapshot::read`] as the pure planner reads files.
@@ -123,11 +138,60 @@ impl Snapshot<'_> {
         }
     }
 
+    /// Every `.yaml`/`.yml` regular file under `dir` as repo paths in byte order (see
+    /// [`plan::Files::yaml_files`]): a YAML-named symlink is refused, other symlinks and
+    /// submodules are skipped, and nothing is followed.
+    pub fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, GitError> {
+        let mut out = Vec::new();
+        let exists = self.walk_entries(dir, |path, entry| {
+            let path = format!("{dir}/{path}");
+            if !plan::is_yaml(&path) {
+                return Ok(());
+            }
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Blob), MODE_BLOB | MODE_EXEC) => out.push(path),
+                (_, MODE_LINK) => {
+                    let e = plan::yaml_symlink(&path);
+                    return Err(GitError::File {
+                        path: e.path,
+                        reason: e.reason,
+                    });
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if !exists {
+            return Ok(None);
+        }
+        out.sort();
+        Ok(Some(out))
+    }
+
     pub(super) fn mode_of(&self, path: &str) -> FileMode {
         match self.tree.get_path(Path::new(path)).map(|e| e.filemode()) {
             Ok(MODE_EXEC) => FileMode::BlobExecutable,
             _ => FileMode::Blob,
         }
+    }
+}
+
+impl plan::Files for Snapshot<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, plan::ReadError> {
+        Snapshot::read(self, path).map_err(|e| plan::ReadError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn yaml_files(&self, dir: &str) -> Result<Option<Vec<String>>, plan::ReadError> {
+        Snapshot::yaml_files(self, dir).map_err(|e| match e {
+            GitError::File { path, reason } => plan::ReadError { path, reason },
+            other => plan::ReadError {
+                path: dir.to_owned(),
+                reason: other.to_string(),
+            },
+        })
     }
 }
 

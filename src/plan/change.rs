@@ -129,7 +129,7 @@ pub fn prepare(
             content,
             plan_id,
         } => {
-            if read(file)?.as_deref() == Some(content.as_bytes()) {
+            if read.read(file)?.as_deref() == Some(content.as_bytes()) {
                 return Ok(None);
             }
             let summary = match plan_id {
@@ -152,7 +152,9 @@ pub fn prepare(
 }
 
 fn text_of(read: &Read<'_>, file: &str) -> Result<Option<String>, PlanError> {
-    Ok(read(file)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    Ok(read
+        .read(file)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 fn revert(
@@ -245,7 +247,7 @@ mod tests {
     fn a_revert_restores_the_previous_tag_and_quarantines_in_one_commit() {
         let config = crate::config::parse("c", CONFIG).expect("config");
         let files = BTreeMap::from([("envs/dev/patch.yaml", DEV.to_owned())]);
-        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let read = files.clone();
         let prev = Desired {
             image: "app".into(),
             repository: "r.example.com/team/app".into(),
@@ -280,14 +282,13 @@ mod tests {
             .iter()
             .map(|e| (e.path.as_str(), e.content.clone()))
             .collect();
-        let read_done = |p: &str| Ok(done.get(p).cloned());
-        assert_eq!(prepare(&change, &config, &read_done).expect("ok"), None);
+        assert_eq!(prepare(&change, &config, &done).expect("ok"), None);
     }
 
     #[test]
     fn approvals_and_inventories_are_idempotent() {
         let config = crate::config::parse("c", CONFIG).expect("config");
-        let none = |_: &str| Ok(None);
+        let none = BTreeMap::<String, String>::new();
         let approve = ChangeSet::Approve {
             file: "config/approvals.yaml".into(),
             env: "prod".into(),
@@ -297,7 +298,7 @@ mod tests {
         let p = prepare(&approve, &config, &none).expect("ok").expect("new");
         assert_eq!(p.message, "tagflow: approve 0f1e2d3 for prod\n");
         let content = p.edits[0].content.clone();
-        let again = |_: &str| Ok(Some(content.clone()));
+        let again = BTreeMap::from([("config/approvals.yaml", content)]);
         assert_eq!(prepare(&approve, &config, &again).expect("ok"), None);
 
         let inv = ChangeSet::Inventory {
@@ -314,14 +315,14 @@ mod tests {
             "{}",
             p.message
         );
-        let same = |_: &str| Ok(Some(b"all: {}\n".to_vec()));
+        let same = BTreeMap::from([("inventory/hosts.yaml", "all: {}\n")]);
         assert_eq!(prepare(&inv, &config, &same).expect("ok"), None);
     }
 
     #[test]
     fn a_broken_list_is_refused_and_nothing_is_planned() {
         let config = crate::config::parse("c", CONFIG).expect("config");
-        let broken = |_: &str| Ok(Some(b"approvals: {not: a list}\n".to_vec()));
+        let broken = BTreeMap::from([("config/approvals.yaml", "approvals: {not: a list}\n")]);
         let approve = ChangeSet::Approve {
             file: "config/approvals.yaml".into(),
             env: "prod".into(),

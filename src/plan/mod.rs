@@ -4,6 +4,7 @@
 //! inventories — is planned here; `gitops` only pushes what a plan prepared.
 
 mod change;
+mod files;
 pub mod trailer;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::rewrite::{self, Change, ImageUpdate, PathTargets, RewriteError};
 
 pub use change::{ChangeSet, QuarantineNote, prepare};
+pub use files::{Files, is_yaml, yaml_symlink};
 
 /// A file to write in the next commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +47,8 @@ pub struct ReadError {
     pub reason: String,
 }
 
-/// Reads a file at the head being planned on: `Ok(None)` when it does not exist.
-pub type Read<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, ReadError> + 'a;
+/// The files of the head being planned on.
+pub type Read<'a> = dyn Files + 'a;
 
 /// The image tagflow wants deployed for one configured image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,28 @@ pub enum PlanError {
         env: String,
         /// File.
         file: String,
+    },
+    /// A directory environment's directory is missing.
+    #[error("environment {env}: directory {dir} does not exist at the repo head")]
+    MissingDir {
+        /// Environment.
+        env: String,
+        /// Directory.
+        dir: String,
+    },
+    /// An image of a directory environment has a marker in none of its files.
+    #[error(
+        "environment {env}: no file under {dir} has a {{\"$imagepolicy\": \"{setter}[:tag|:name|:digest]\"}} marker for image {image}"
+    )]
+    NoMarkerInDir {
+        /// Environment.
+        env: String,
+        /// Directory.
+        dir: String,
+        /// Image key.
+        image: String,
+        /// The setter policy looked for.
+        setter: String,
     },
     /// A file could not be read.
     #[error(transparent)]
@@ -168,26 +192,16 @@ pub fn plan_env_edits(
         if updates.is_empty() {
             continue;
         }
-        let input = read(&env.file)?.ok_or_else(|| PlanError::MissingFile {
-            env: env_name.clone(),
-            file: env.file.clone(),
-        })?;
-        let out =
-            rewrite::rewrite(&env.file, &input, &updates).map_err(|source| PlanError::Rewrite {
+        for (path, out) in env_rewrites(env_name, env, &updates, read)? {
+            changes.extend(out.changes.into_iter().map(|change| EnvChange {
                 env: env_name.clone(),
-                source,
-            })?;
-        if out.changes.is_empty() {
-            continue;
+                change,
+            }));
+            edits.push(Edit {
+                path,
+                content: out.output,
+            });
         }
-        changes.extend(out.changes.into_iter().map(|change| EnvChange {
-            env: env_name.clone(),
-            change,
-        }));
-        edits.push(Edit {
-            path: env.file.clone(),
-            content: out.output,
-        });
     }
     if edits.is_empty() {
         return Ok(None);
@@ -200,9 +214,63 @@ pub fn plan_env_edits(
     }))
 }
 
+/// The files of one environment that change, with their rewrites: its values file, or every
+/// marked YAML file under its directory. All or nothing: any file's problem fails the whole
+/// environment, so a commit never carries half a directory.
+fn env_rewrites(
+    env_name: &str,
+    env: &crate::config::EnvironmentConfig,
+    updates: &[ImageUpdate],
+    read: &Read<'_>,
+) -> Result<Vec<(String, rewrite::Rewritten)>, PlanError> {
+    let refused = |source| PlanError::Rewrite {
+        env: env_name.to_owned(),
+        source,
+    };
+    let Some(dir) = &env.dir else {
+        let input = read
+            .read(&env.file)?
+            .ok_or_else(|| PlanError::MissingFile {
+                env: env_name.to_owned(),
+                file: env.file.clone(),
+            })?;
+        let out = rewrite::rewrite(&env.file, &input, updates).map_err(refused)?;
+        let changed = !out.changes.is_empty();
+        return Ok(changed
+            .then(|| (env.file.clone(), out))
+            .into_iter()
+            .collect());
+    };
+    let paths = read.yaml_files(dir)?.ok_or_else(|| PlanError::MissingDir {
+        env: env_name.to_owned(),
+        dir: dir.clone(),
+    })?;
+    let mut found = vec![false; updates.len()];
+    let mut out = Vec::new();
+    for path in paths {
+        let input = read.read(&path)?.unwrap_or_default();
+        let r = rewrite::rewrite_if_marked(&path, &input, updates).map_err(refused)?;
+        for (seen, here) in found.iter_mut().zip(&r.found) {
+            *seen |= here;
+        }
+        if !r.changes.is_empty() {
+            out.push((path, r));
+        }
+    }
+    if let Some((u, _)) = updates.iter().zip(&found).find(|(_, seen)| !**seen) {
+        return Err(PlanError::NoMarkerInDir {
+            env: env_name.to_owned(),
+            dir: dir.clone(),
+            image: u.image.clone(),
+            setter: u.setter.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 /// Every problem with every environment's targets, found by rewriting each file with
 /// placeholder values and throwing the result away (for `tagflow check`).
-pub fn check_targets(config: &Config, read: impl Fn(&str) -> Option<Vec<u8>>) -> Vec<String> {
+pub fn check_targets(config: &Config, read: &Read<'_>) -> Vec<String> {
     let mut problems = Vec::new();
     let desired: BTreeMap<String, Desired> = config
         .images
@@ -219,17 +287,19 @@ pub fn check_targets(config: &Config, read: impl Fn(&str) -> Option<Vec<u8>>) ->
         })
         .collect();
     for (env_name, env) in &config.environments {
-        let Some(input) = read(&env.file) else {
-            problems.push(format!(
-                "{}: environment {env_name}: values file does not exist",
-                env.file
-            ));
-            continue;
-        };
-        if let Err(e) =
-            rewrite::rewrite(&env.file, &input, &updates_for(config, env_name, &desired))
-        {
-            problems.push(format!("environment {env_name}: {e}"));
+        let updates = updates_for(config, env_name, &desired);
+        match env_rewrites(env_name, env, &updates, read) {
+            Ok(_) => {}
+            Err(PlanError::MissingFile { file, .. }) => problems.push(format!(
+                "{file}: environment {env_name}: values file does not exist"
+            )),
+            Err(PlanError::MissingDir { dir, .. }) => problems.push(format!(
+                "{dir}: environment {env_name}: directory does not exist"
+            )),
+            Err(PlanError::Rewrite { source, .. }) => {
+                problems.push(format!("environment {env_name}: {source}"));
+            }
+            Err(e) => problems.push(e.to_string()),
         }
     }
     problems
@@ -246,6 +316,41 @@ pub fn describe(c: &EnvChange) -> String {
         "{} {} {}: {} → {}",
         c.env, c.change.image, c.change.field, old, c.change.new
     )
+}
+
+/// Changes listed one per line in commit messages; past it, counts per environment.
+pub const MAX_LISTED: usize = 200;
+/// (environment, image) pairs given trailers; past it, one `Tagflow-Truncated:` line (those
+/// images cannot be followed from git alone if the state is lost).
+pub const MAX_TRAILERS: usize = 500;
+
+/// `changes` as lines (`describe` + file:line), at most `max`; past it, a last line with how
+/// many more and their count per environment, so a 10,000-image cycle stays readable (pure).
+pub fn listed(changes: &[EnvChange], max: usize, with_place: bool) -> Vec<String> {
+    let mut lines: Vec<String> = changes
+        .iter()
+        .take(max)
+        .map(|c| {
+            if with_place {
+                format!("{} ({}:{})", describe(c), c.change.file, c.change.line)
+            } else {
+                describe(c)
+            }
+        })
+        .collect();
+    if changes.len() > max {
+        let mut per_env: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &changes[max..] {
+            *per_env.entry(c.env.as_str()).or_default() += 1;
+        }
+        let counts: Vec<String> = per_env.iter().map(|(e, n)| format!("{e}: {n}")).collect();
+        lines.push(format!(
+            "… and {} more changes ({})",
+            changes.len() - max,
+            counts.join(", ")
+        ));
+    }
+    lines
 }
 
 /// Commit message: a subject from the template, a line per change, and trailers per image set:
@@ -275,11 +380,18 @@ pub fn commit_message(subject_template: &str, changes: &[EnvChange], per_env: &P
     };
     let mut msg = subject_template.replace("{summary}", &summary);
     msg.push_str("\n\n");
-    for c in changes {
-        let _ = writeln!(msg, "{} ({}:{})", describe(c), c.change.file, c.change.line);
+    for line in listed(changes, MAX_LISTED, true) {
+        let _ = writeln!(msg, "{line}");
     }
     msg.push('\n');
-    for (env, img) in moved.keys() {
+    if moved.len() > MAX_TRAILERS {
+        let _ = writeln!(
+            msg,
+            "Tagflow-Truncated: {} more images set",
+            moved.len() - MAX_TRAILERS
+        );
+    }
+    for (env, img) in moved.keys().take(MAX_TRAILERS) {
         if let Some(d) = desired_in(env, img) {
             let _ = writeln!(
                 msg,
@@ -342,7 +454,7 @@ mod tests {
             ("envs/dev/patch.yaml", DEV.to_owned()),
             ("envs/prod/patch.yaml", DEV.replace("a1b2c3d", "0f1e2d3")),
         ]);
-        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let read = files.clone();
         let p = plan_edits(&config, &desired("0f1e2d3"), &read)
             .expect("plans")
             .expect("changes");
@@ -397,13 +509,13 @@ mod tests {
             ("envs/dev/patch.yaml", done.clone()),
             ("envs/prod/patch.yaml", done),
         ]);
-        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let read = files.clone();
         assert!(
             plan_edits(&config, &desired("a1b2c3d"), &read)
                 .expect("ok")
                 .is_none()
         );
-        let none = |_: &str| Ok(None);
+        let none = BTreeMap::<String, String>::new();
         assert!(matches!(
             plan_edits(&config, &desired("a1b2c3d"), &none),
             Err(PlanError::MissingFile { .. })
@@ -421,7 +533,7 @@ mod tests {
             ("envs/dev/patch.yaml", DEV.to_owned()),
             ("envs/prod/patch.yaml", DEV.to_owned()),
         ]);
-        let read = |p: &str| Ok(files.get(p).map(|s| s.as_bytes().to_vec()));
+        let read = files.clone();
         let p = plan_edits(&config, &desired("0f1e2d3"), &read)
             .expect("plans")
             .expect("changes");
@@ -438,5 +550,53 @@ mod tests {
             "{}",
             p.message
         );
+    }
+
+    /// A cycle that moved `n` images in each of dev and prod.
+    fn huge(n: usize) -> (Vec<EnvChange>, PerEnv) {
+        let mut changes = Vec::new();
+        let mut per_env = PerEnv::new();
+        for env in ["dev", "prod"] {
+            for i in 0..n {
+                let image = format!("app{i:05}");
+                changes.push(EnvChange {
+                    env: env.into(),
+                    change: Change {
+                        file: format!("envs/{env}/patch.yaml"),
+                        image: image.clone(),
+                        field: rewrite::Field::Tag,
+                        line: i + 1,
+                        old: "a1b2c3d".into(),
+                        new: "0f1e2d3".into(),
+                    },
+                });
+                let mut d = desired("0f1e2d3").remove("app").expect("app");
+                d.image.clone_from(&image);
+                per_env.entry(env.into()).or_default().insert(image, d);
+            }
+        }
+        (changes, per_env)
+    }
+
+    #[test]
+    fn a_huge_change_is_summarised_past_the_limits() {
+        let (changes, per_env) = huge(5_000);
+        let msg = commit_message("tagflow: {summary}", &changes, &per_env);
+        assert!(
+            msg.starts_with("tagflow: update 10000 images in dev, prod\n"),
+            "{}",
+            &msg[..80]
+        );
+        assert!(
+            msg.contains("\n… and 9800 more changes (dev: 4800, prod: 5000)\n"),
+            "counted per environment"
+        );
+        assert!(msg.contains("Tagflow-Truncated: 9500 more images set\n"));
+        assert_eq!(msg.matches("\nTagflow-Set: ").count(), MAX_TRAILERS);
+        assert!(msg.len() < 150_000, "{} bytes", msg.len());
+        let (few, few_env) = huge(3);
+        let small = commit_message("tagflow: {summary}", &few, &few_env);
+        assert!(!small.contains("more changes") && !small.contains("Truncated"));
+        assert_eq!(listed(&few, 10, false).len(), 6);
     }
 }

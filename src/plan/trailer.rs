@@ -56,15 +56,8 @@ pub fn previous_values(
 /// Tag and digest of a full image reference `name[:tag][@digest]`; a `:` before the last `/`
 /// is a registry port, not a tag.
 pub fn split_full(full: &str) -> (Option<&str>, Option<&str>) {
-    let (name, digest) = match full.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (full, None),
-    };
-    let after_slash = name.rfind('/').map_or(0, |i| i + 1);
-    let tag = name[after_slash..]
-        .rfind(':')
-        .map(|i| &name[after_slash + i + 1..]);
-    (tag, digest)
+    let r = crate::reference::ImageRef::split(full);
+    (r.tag, r.digest)
 }
 
 /// The `Tagflow-Previous:` trailer line for (env, image).

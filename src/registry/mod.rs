@@ -181,14 +181,21 @@ impl Registries {
     pub fn export(&self) -> Vec<CacheEntry> {
         let tags = lock(&self.tags);
         let meta = lock(&self.meta);
+        // Tags by digest once, so the export is linear in tags + metadata, not their product.
+        let mut by_digest: HashMap<&str, Vec<(&String, &String)>> = HashMap::new();
+        for ((repo, tag), digest) in tags.iter() {
+            by_digest.entry(digest).or_default().push((repo, tag));
+        }
         let mut out: Vec<CacheEntry> = meta
             .iter()
             .flat_map(|((digest, platform), m)| {
-                tags.iter()
-                    .filter(move |(_, d)| *d == digest)
-                    .map(move |((repo, tag), _)| CacheEntry {
-                        repository: repo.clone(),
-                        tag: tag.clone(),
+                by_digest
+                    .get(digest.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(move |(repo, tag)| CacheEntry {
+                        repository: (*repo).clone(),
+                        tag: (*tag).clone(),
                         platform: platform.clone(),
                         digest: digest.clone(),
                         created: m.created,

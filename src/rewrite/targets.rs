@@ -16,6 +16,8 @@ pub(super) struct Hit<'d> {
     pub node: &'d Node,
     /// Line reported for the target (the marker's line, or the node's).
     pub line: usize,
+    /// Found through a configured path rather than a marker.
+    pub by_path: bool,
 }
 
 /// The path targets that are set, with their fields.
@@ -47,27 +49,27 @@ pub(super) fn line_at(src: &str, offset: usize) -> usize {
 pub(super) fn marker_hits<'d>(
     file: &str,
     src: &str,
-    doc: &'d Document,
+    docs: &'d [Document],
     updates: &[ImageUpdate],
 ) -> Result<Vec<Hit<'d>>, RewriteError> {
     let mut hits = Vec::new();
-    let Some(root) = &doc.root else {
-        return Ok(hits);
-    };
     if !updates.iter().any(|u| u.setter.is_some()) {
         return Ok(hits);
     }
     // Value scalars and aliases by where their text ends, so a comment finds the value before it.
+    // Spans are offsets into the whole file, so every document goes into one map.
     let mut spans = Vec::new();
     let mut by_end: BTreeMap<usize, &'d Node> = BTreeMap::new();
-    root.walk(&mut |node, is_key| {
-        if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
-            spans.push(node.span.clone());
-            if !is_key && !node.span.is_empty() {
-                by_end.insert(node.span.end, node);
+    for root in docs.iter().filter_map(|d| d.root.as_ref()) {
+        root.walk(&mut |node, is_key| {
+            if matches!(node.kind, NodeKind::Scalar { .. } | NodeKind::Alias) {
+                spans.push(node.span.clone());
+                if !is_key && !node.span.is_empty() {
+                    by_end.insert(node.span.end, node);
+                }
             }
-        }
-    });
+        });
+    }
     for comment in marker::comments(src, &spans) {
         let text = src
             .get(comment.span.start + 1..comment.span.end)
@@ -123,46 +125,67 @@ pub(super) fn marker_hits<'d>(
                 field,
                 node,
                 line,
+                by_path: false,
             });
         }
     }
     Ok(hits)
 }
 
-/// Targets found through dotted YAML paths.
+/// Targets found through dotted YAML paths. In a multi-document file a path must exist in
+/// exactly one document: a path names one place, and guessing which document is meant could
+/// deploy an image to the wrong object.
 pub(super) fn path_hits<'d>(
     file: &str,
-    doc: &'d Document,
+    docs: &'d [Document],
     updates: &[ImageUpdate],
 ) -> Result<Vec<Hit<'d>>, RewriteError> {
     let mut hits = Vec::new();
     for (i, update) in updates.iter().enumerate() {
         for (field, path) in path_list(&update.paths) {
             let steps: Vec<&str> = path.split('.').collect();
-            let node = doc.get(&steps).ok_or_else(|| RewriteError::NoTarget {
-                file: file.to_string(),
-                image: update.image.clone(),
-                detail: format!("path {path} ({field}) does not exist"),
-            })?;
+            let found: Vec<&Node> = docs.iter().filter_map(|d| d.get(&steps)).collect();
+            let node = match found.as_slice() {
+                [node] => *node,
+                [] => {
+                    return Err(RewriteError::NoTarget {
+                        file: file.to_string(),
+                        image: update.image.clone(),
+                        detail: format!("path {path} ({field}) does not exist"),
+                    });
+                }
+                several => {
+                    return Err(RewriteError::AmbiguousPath {
+                        file: file.to_string(),
+                        image: update.image.clone(),
+                        path: path.to_string(),
+                        lines: several.iter().map(|n| n.line).collect(),
+                    });
+                }
+            };
             hits.push(Hit {
                 update: i,
                 field,
                 node,
                 line: node.line,
+                by_path: true,
             });
         }
     }
     Ok(hits)
 }
 
-/// Every update has a target; no field is hit twice; no scalar is hit by two fields.
+/// Every update has a target (when `every_update`); no field is hit by both a marker and a path; no scalar is hit
+/// by two fields. Several markers of one policy and field are fine: Flux sets them all (an init
+/// container and the app container sharing an image).
 pub(super) fn check_coverage(
     file: &str,
     updates: &[ImageUpdate],
     hits: &[Hit<'_>],
+    every_update: bool,
 ) -> Result<(), RewriteError> {
     for (i, update) in updates.iter().enumerate() {
-        if !hits.iter().any(|h| h.update == i) {
+        if every_update && !hits.iter().any(|h| h.update == i) {
             // Paths that do not resolve already failed in path_hits.
             let detail = match &update.setter {
                 Some(s) => format!("no {{\"$imagepolicy\": \"{s}[:tag|:name|:digest]\"}} marker"),
@@ -175,16 +198,17 @@ pub(super) fn check_coverage(
             });
         }
     }
-    let mut by_field: BTreeMap<(usize, Field), Vec<usize>> = BTreeMap::new();
+    let mut by_field: BTreeMap<(usize, Field), Vec<&Hit<'_>>> = BTreeMap::new();
     let mut by_node: BTreeMap<usize, (usize, Field)> = BTreeMap::new();
     for hit in hits {
         by_field
             .entry((hit.update, hit.field))
             .or_default()
-            .push(hit.line);
+            .push(hit);
     }
-    for ((update, field), mut lines) in by_field {
-        if lines.len() > 1 {
+    for ((update, field), group) in by_field {
+        if group.len() > 1 && group.iter().any(|h| h.by_path) {
+            let mut lines: Vec<usize> = group.iter().map(|h| h.line).collect();
             lines.sort_unstable();
             return Err(RewriteError::DuplicateTarget {
                 file: file.to_string(),

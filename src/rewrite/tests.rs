@@ -70,14 +70,22 @@ fn fields_and_values() {
         .iter()
         .map(|c| (c.field, c.line, c.new.as_str()))
         .collect();
+    let pinned = format!("registry.example.com/team/app:v1@{DIGEST}");
     assert_eq!(
         got,
         [
-            (Field::Full, 1, "registry.example.com/team/app:v1"),
+            (Field::Full, 1, pinned.as_str()),
             (Field::Name, 2, "registry.example.com/team/app"),
             (Field::Tag, 3, "v1"),
             (Field::Digest, 4, DIGEST),
         ]
+    );
+    let mut unpinned = update(Some("ns:app"), "v1");
+    unpinned.digest = None;
+    let (_, changes) = run("a: x # {\"$imagepolicy\": \"ns:app\"}\n", &[unpinned]).unwrap();
+    assert_eq!(
+        changes[0].new, "registry.example.com/team/app:v1",
+        "no digest, no pin"
     );
 }
 
@@ -129,7 +137,7 @@ fn errors() {
                 u.paths.tag = Some("t".into());
                 u
             }],
-            "more than once (lines 1, 1)",
+            "both a path and a marker (lines 1, 1)",
         ),
         (
             "t: x\n".to_string(),

@@ -11,7 +11,7 @@ use super::{Change, RewriteError};
 /// changed scalars, which must now hold their new values.
 pub(super) fn verify(
     file: &str,
-    before: &Document,
+    before: &[Document],
     output: &str,
     edits: &[(Range<usize>, String)],
     changes: &[Change],
@@ -20,7 +20,11 @@ pub(super) fn verify(
         file: file.to_string(),
         reason,
     };
-    let after = yamlspan::parse(output).map_err(|e| fail(format!("output does not parse: {e}")))?;
+    let after =
+        yamlspan::parse_stream(output).map_err(|e| fail(format!("output does not parse: {e}")))?;
+    if after.len() != before.len() {
+        return Err(fail("the number of documents changed".to_string()));
+    }
     let expected_at: BTreeMap<usize, &str> = edits
         .iter()
         .zip(changes)
@@ -51,9 +55,9 @@ enum Item {
     Alias,
 }
 
-fn flatten(doc: &Document) -> Vec<(usize, Item)> {
+fn flatten(docs: &[Document]) -> Vec<(usize, Item)> {
     let mut items = Vec::new();
-    if let Some(root) = &doc.root {
+    for root in docs.iter().filter_map(|d| d.root.as_ref()) {
         root.walk(&mut |node, _| {
             let item = match &node.kind {
                 NodeKind::Scalar { value, .. } => Item::Scalar(value.clone()),

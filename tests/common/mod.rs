@@ -108,6 +108,7 @@ pub fn file_url(repo: &BareRepo) -> String {
 pub fn tagflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tagflow"));
     c.env_remove("TAGFLOW_REPO")
+        .env_remove("TAGFLOW_SECRET_HOSTS")
         .env("TAGFLOW_LOG", "info,tagflow=debug");
     c
 }
@@ -373,6 +374,43 @@ pub fn commits_setting(repo: &BareRepo, env: &str, tag: &str) -> Vec<testbed::Co
             })
         })
         .collect()
+}
+
+/// An in-process registry serving `tags`, each resolving to one tiny image; the tags listing
+/// answers after `delay`. Returns the server and the manifest digest every tag points at.
+pub fn scripted_registry(tags: serde_json::Value, delay: Duration) -> (testbed::Scripted, String) {
+    use sha2::Digest as _;
+    let config_blob =
+        br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
+            .to_vec();
+    let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config_blob)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_blob.len()},
+        "layers": []
+    })
+    .to_string();
+    let manifest_digest = format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(manifest.as_bytes()))
+    );
+    let md = manifest_digest.clone();
+    let server = testbed::Scripted::start(move |req| {
+        if req.path.ends_with("/tags/list") {
+            testbed::Response::json(200, &serde_json::json!({"name": "team/app", "tags": tags}))
+                .delayed(delay)
+        } else if req.path.contains("/manifests/") {
+            testbed::Response::text(200, &manifest)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &md)
+        } else if req.path.contains("/blobs/") {
+            testbed::Response::new(200).body(config_blob.clone())
+        } else {
+            testbed::Response::new(404)
+        }
+    });
+    (server, manifest_digest)
 }
 
 /// The rollout state on the `tagflow/tagflow` Lease, and its holder.

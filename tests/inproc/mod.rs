@@ -10,21 +10,9 @@ pub fn bare_repo(dir: &Path, files: &[(&str, &str)]) -> git2::Repository {
     let mut index = git2::Index::new().expect("index");
     for (path, content) in files {
         let blob = repo.blob(content.as_bytes()).expect("blob");
-        let entry = git2::IndexEntry {
-            ctime: git2::IndexTime::new(0, 0),
-            mtime: git2::IndexTime::new(0, 0),
-            dev: 0,
-            ino: 0,
-            mode: 0o100_644,
-            uid: 0,
-            gid: 0,
-            file_size: u32::try_from(content.len()).expect("small"),
-            id: blob,
-            flags: 0,
-            flags_extended: 0,
-            path: path.as_bytes().to_vec(),
-        };
-        index.add(&entry).expect("add");
+        index
+            .add(&index_entry(path, blob, 0o100_644, content.len()))
+            .expect("add");
     }
     let tree = index.write_tree_to(&repo).expect("tree");
     let tree = repo.find_tree(tree).expect("find tree");
@@ -33,6 +21,25 @@ pub fn bare_repo(dir: &Path, files: &[(&str, &str)]) -> git2::Repository {
         .expect("commit");
     drop(tree);
     repo
+}
+
+/// An index entry for blob `id` at `path` with git `mode` (`0o100_644` a file, `0o120_000` a
+/// symlink whose blob holds its target).
+pub fn index_entry(path: &str, id: git2::Oid, mode: u32, size: usize) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: u32::try_from(size).expect("small"),
+        id,
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 pub fn file_at_main(repo: &git2::Repository, path: &str) -> String {

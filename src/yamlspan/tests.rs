@@ -1,0 +1,150 @@
+//! Unit tests of the span-aware YAML tree.
+
+use super::*;
+
+fn scalar<'a>(doc: &'a Document, path: &[&str]) -> (&'a str, ScalarStyle, Range<usize>) {
+    let node = doc.get(path).expect("path exists");
+    match &node.kind {
+        NodeKind::Scalar { value, style } => (value, *style, node.span.clone()),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+#[test]
+fn scalar_spans_are_exact_source_text() {
+    let src = "# é日本 comment\nimage:\n  repo: 'a''b' # ü\n  tag: \"v\\\"1\"  # c\n  \
+               plain: x y\nlist:\n  - é # 'x'\n  - &a 'z'\n  - {k: \"é\", l: 'm'}\n";
+    let doc = parse(src).unwrap();
+    let cases: &[(&[&str], &str, &str, ScalarStyle)] = &[
+        (
+            &["image", "repo"],
+            "a'b",
+            "'a''b'",
+            ScalarStyle::SingleQuoted,
+        ),
+        (
+            &["image", "tag"],
+            "v\"1",
+            "\"v\\\"1\"",
+            ScalarStyle::DoubleQuoted,
+        ),
+        (&["image", "plain"], "x y", "x y", ScalarStyle::Plain),
+        (&["list", "0"], "é", "é", ScalarStyle::Plain),
+        (&["list", "1"], "z", "'z'", ScalarStyle::SingleQuoted),
+        (&["list", "2", "k"], "é", "\"é\"", ScalarStyle::DoubleQuoted),
+        (&["list", "2", "l"], "m", "'m'", ScalarStyle::SingleQuoted),
+    ];
+    for (path, value, text, style) in cases {
+        let (v, s, span) = scalar(&doc, path);
+        assert_eq!((v, s, &src[span]), (*value, *style, *text), "{path:?}");
+    }
+}
+
+#[test]
+fn lines_and_key_lines() {
+    let src = "a:\n  b:\n    c: 1\n  d:\n    - x\n    - y\n";
+    let doc = parse(src).unwrap();
+    let cases: &[(&[&str], Option<usize>)] = &[
+        (&[], Some(1)),
+        (&["a"], Some(1)),
+        (&["a", "b", "c"], Some(3)),
+        (&["a", "d"], Some(4)),
+        (&["a", "d", "1"], Some(6)),
+        (&["a", "d", "2"], None),
+        (&["a", "d", "x"], None),
+        (&["nope"], None),
+    ];
+    for (path, line) in cases {
+        assert_eq!(doc.line_of(path), *line, "{path:?}");
+    }
+}
+
+#[test]
+fn empty_and_comment_only_files_have_no_root() {
+    for src in ["", "# just a comment\n", "\n\n"] {
+        assert_eq!(parse(src).unwrap().root, None, "{src:?}");
+    }
+}
+
+#[test]
+fn null_value_is_empty_plain_with_empty_span() {
+    let doc = parse("a:\nb: ~\n").unwrap();
+    let (v, s, span) = scalar(&doc, &["a"]);
+    assert_eq!((v, s, span.is_empty()), ("", ScalarStyle::Plain, true));
+    assert_eq!(scalar(&doc, &["b"]).0, "~");
+}
+
+#[test]
+fn anchors_aliases_tags() {
+    let doc = parse("a: &x v\nb: *x\nc: !!str 1\n").unwrap();
+    assert!(doc.get(&["a"]).unwrap().anchored);
+    assert_eq!(doc.get(&["b"]).unwrap().kind, NodeKind::Alias);
+    assert_eq!(
+        doc.get(&["c"]).unwrap().tag.as_deref(),
+        Some("tag:yaml.org,2002:str")
+    );
+}
+
+#[test]
+fn errors() {
+    let cases = [
+        (
+            "a: 1\nb: 2\na: 3\n",
+            3,
+            "duplicate key \"a\" (first at line 1, again at line 3)",
+        ),
+        ("a: 1\n---\nb: 2\n", 2, "more than one YAML document"),
+        ("a: [1, 2\n", 2, ""),
+        ("a:\n\t- b\n", 2, "tabs"),
+        ("x: 1\n- y\n", 2, ""),
+    ];
+    for (src, line, msg) in cases {
+        let err = parse(src).unwrap_err();
+        assert_eq!(err.line, line, "{src:?}: {err}");
+        assert!(err.to_string().contains(msg), "{src:?}: {err}");
+        assert!(
+            err.to_string().starts_with(&format!("line {line} col ")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_not_overflowed() {
+    let src = "[".repeat(10_000);
+    assert!(parse(&src).is_err());
+    let mut block = String::new();
+    for i in 0..1000 {
+        block.push_str(&" ".repeat(i));
+        block.push_str("a:\n");
+    }
+    assert!(parse(&block).is_err());
+}
+
+#[test]
+fn byte_order_mark_is_skipped() {
+    let src = "\u{feff}# é\nt: 'v1'\n";
+    let doc = parse(src).unwrap();
+    assert_eq!(&src[scalar(&doc, &["t"]).2], "'v1'");
+    assert_eq!(doc.line_of(&["t"]), Some(2));
+}
+
+#[test]
+fn crlf_spans() {
+    let src = "a: b\r\nc: 'd'\r\n";
+    let doc = parse(src).unwrap();
+    assert_eq!(&src[scalar(&doc, &["c"]).2], "'d'");
+    assert_eq!(doc.line_of(&["c"]), Some(2));
+}
+
+#[test]
+fn streams_hold_every_document_with_whole_file_spans() {
+    let src = "---\na: 1\n...\n# between\n---\nb: 'x'\n---\n";
+    let docs = parse_stream(src).unwrap();
+    assert_eq!(docs.len(), 3, "{docs:?}");
+    assert_eq!(&src[scalar(&docs[1], &["b"]).2], "'x'");
+    assert_eq!(docs[1].line_of(&["b"]), Some(6));
+    assert_eq!(docs[2].root.as_ref().and_then(Node::as_str), Some(""));
+    assert!(parse_stream("").unwrap().is_empty());
+    assert!(parse_stream("a: 1\n---\na: 1\na: 2\n").is_err());
+}
