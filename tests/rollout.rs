@@ -459,16 +459,11 @@ fn prod_smoke_failure_reverts_quarantines_alerts_once_and_is_not_repicked() {
     wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &[&r]);
     // Fixed (say by an infra change): the next tag can pass prod.
     w.app.broken.lock().unwrap().clear();
-    let reverts: Vec<_> = w
-        .repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.subject
-                .starts_with("tagflow: revert prod app 0f1e2d3 → a1b2c3d")
-        })
-        .collect();
-    assert_eq!(reverts.len(), 1, "one revert commit");
+    assert_eq!(
+        common::commits_titled(&w.repo, "tagflow: revert prod app 0f1e2d3 → a1b2c3d"),
+        1,
+        "one revert commit"
+    );
     assert!(tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")) == "a1b2c3d");
     let q = w
         .repo

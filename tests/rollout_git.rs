@@ -202,16 +202,11 @@ fn prod_smoke_failure_reverts_and_quarantines_with_state_in_git() {
     let r = Replica::start(&w, "a");
     wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &r);
     w.apps.set_env_broken("prod", false);
-    let reverts: Vec<_> = w
-        .repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.subject
-                .starts_with("tagflow: revert prod app 0f1e2d3 → a1b2c3d")
-        })
-        .collect();
-    assert_eq!(reverts.len(), 1, "one revert commit");
+    assert_eq!(
+        common::commits_titled(&w.repo, "tagflow: revert prod app 0f1e2d3 → a1b2c3d"),
+        1,
+        "one revert commit"
+    );
     assert_eq!(
         tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
         "a1b2c3d"
@@ -302,16 +297,11 @@ fn a_promotion_pushed_by_a_replica_killed_before_saving_state_is_reverted_from_g
     let b = Replica::start(&w, "b");
     wait_phase(&w, "prod/app", "0f1e2d3", "quarantined", &b);
     assert!(b.logs().contains("following it from git"), "{}", b.logs());
-    let reverts = w
-        .repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.subject
-                .starts_with("tagflow: revert prod app 0f1e2d3 → a1b2c3d")
-        })
-        .count();
-    assert_eq!(reverts, 1, "one revert commit");
+    assert_eq!(
+        common::commits_titled(&w.repo, "tagflow: revert prod app 0f1e2d3 → a1b2c3d"),
+        1,
+        "one revert commit"
+    );
     assert_eq!(
         tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
         "a1b2c3d"

@@ -298,16 +298,11 @@ fn reverts(kind: Kind, reason: &str) {
     let w = world(kind, &["0f1e2d3"]);
     let r = start(&w);
     wait_phase(&w, &r, "dev/app", "0f1e2d3", "quarantined");
-    let reverts = w
-        .repo
-        .log("main")
-        .into_iter()
-        .filter(|c| {
-            c.subject
-                .starts_with("tagflow: revert dev app 0f1e2d3 → a1b2c3d")
-        })
-        .count();
-    assert_eq!(reverts, 1, "one revert commit");
+    assert_eq!(
+        common::commits_titled(&w.repo, "tagflow: revert dev app 0f1e2d3 → a1b2c3d"),
+        1,
+        "one revert commit"
+    );
     let q = w
         .repo
         .read("main", "config/quarantine.yaml")

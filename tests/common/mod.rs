@@ -355,6 +355,14 @@ pub fn scenario(
     (reg, local, repo)
 }
 
+/// How many commits on `main` have a subject starting with `prefix`.
+pub fn commits_titled(repo: &BareRepo, prefix: &str) -> usize {
+    repo.log("main")
+        .into_iter()
+        .filter(|c| c.subject.starts_with(prefix))
+        .count()
+}
+
 /// Commits on `main` whose message sets `env` to `tag` (`Tagflow-Set: env app …:tag`).
 pub fn commits_setting(repo: &BareRepo, env: &str, tag: &str) -> Vec<testbed::Commit> {
     repo.log("main")
