@@ -301,7 +301,9 @@ mod tests {
     fn git_credentials_go_only_to_the_config_repo_host_unless_allowed() {
         let auth = GitAuth {
             username: Some("tagflow".into()),
-            password: Some("pw".into()),
+            password: Some(Arc::new(crate::secret::Watched::new(
+                crate::secret::SecretRef::file("/nonexistent/git-password"),
+            ))),
             ..GitAuth::default()
         };
         let opts = RepoOptions::new(
@@ -316,11 +318,8 @@ mod tests {
             Arc::new(Registries::new(Metrics::new())),
             Metrics::new(),
         );
-        let pw = |url: &str| s.source_auth(url).password;
-        assert_eq!(
-            pw("https://git.example.com/org/app.git").as_deref(),
-            Some("pw")
-        );
+        let pw = |url: &str| s.source_auth(url).password.map(|_| "pw");
+        assert_eq!(pw("https://git.example.com/org/app.git"), Some("pw"));
         assert_eq!(
             pw("https://evil.example/org/app.git"),
             None,
@@ -331,6 +330,6 @@ mod tests {
             None,
             "another port"
         );
-        assert_eq!(pw("file:///srv/app.git").as_deref(), Some("pw"));
+        assert_eq!(pw("file:///srv/app.git"), Some("pw"));
     }
 }
