@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod policy;
+pub mod proc;
 pub mod reference;
 pub mod registry;
 pub mod rewrite;

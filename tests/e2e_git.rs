@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use tagflow::config::Author;
+use tagflow::config::GitConfig;
 use tagflow::gitops::{Checkout, GitAuth, Pushed};
 use tagflow::plan::{Edit, Prepared};
 use testbed::{BareRepo, Registry, RegistryOpts};
@@ -87,7 +87,7 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
     .expect("open");
     let mut calls = 0;
     let result = checkout
-        .commit_and_push(&Author::default(), |snap| -> Result<_, std::io::Error> {
+        .commit_and_push(&GitConfig::default(), |snap| -> Result<_, std::io::Error> {
             calls += 1;
             if calls == 1 {
                 // Someone else edits the same file after our fetch.

@@ -40,6 +40,30 @@ pub struct GitConfig {
     /// Subject line template; `{summary}` is replaced by a short list of changes.
     #[serde(default = "default_subject")]
     pub commit_subject: String,
+    /// Sign every commit tagflow makes (values, lists, inventories, the state ref).
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// `git.signing`: the key every commit is signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SigningConfig {
+    /// Signature kind, as git's `gpg.format` names it.
+    pub format: SigningFormat,
+    /// Path of the mounted private key (ssh: an OpenSSH private key; openpgp: an armored
+    /// secret key), read on the agent's machine, never from the repo. No passphrase.
+    pub key_file: String,
+}
+
+/// How commits are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningFormat {
+    /// `ssh-keygen -Y sign -n git` (git's `gpg.format=ssh`).
+    Ssh,
+    /// `gpg --detach-sign --armor` (git's default `gpg.format=openpgp`).
+    Openpgp,
 }
 
 impl Default for GitConfig {
@@ -47,6 +71,7 @@ impl Default for GitConfig {
         Self {
             author: Author::default(),
             commit_subject: default_subject(),
+            signing: None,
         }
     }
 }

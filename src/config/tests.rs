@@ -216,3 +216,38 @@ fn a_broken_entry_is_its_one_problem_not_also_a_missing_section() {
         "{p}"
     );
 }
+
+#[test]
+fn signing_problems_are_located() {
+    let body = "images:\n  app:\n    repository: r.example.com/app\n    policy: {tags: '.*', order: built}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n";
+    let cases = [
+        (
+            "git:\n  signing:\n    format: ssh\n",
+            "c.yaml:2: git.signing: missing field `keyFile`",
+        ),
+        (
+            "git:\n  signing:\n    format: x509\n    keyFile: /k\n",
+            "c.yaml:3: git.signing.format: unknown variant `x509`",
+        ),
+        (
+            "git:\n  signing:\n    format: ssh\n    keyFile: keys/id\n",
+            "c.yaml:4: git.signing.keyFile: \"keys/id\" must be an absolute path",
+        ),
+    ];
+    for (git, want) in cases {
+        let p = problems(&format!("{git}{body}")).join("\n");
+        assert!(p.contains(want), "want {want:?} in:\n{p}");
+    }
+    let c = parse(
+        "c.yaml",
+        &format!("git:\n  signing: {{format: openpgp, keyFile: /etc/tagflow/gpg/key.asc}}\n{body}"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.git.signing,
+        Some(SigningConfig {
+            format: SigningFormat::Openpgp,
+            key_file: "/etc/tagflow/gpg/key.asc".into()
+        })
+    );
+}

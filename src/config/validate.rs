@@ -8,6 +8,17 @@ use super::{Config, Order, Report};
 use crate::rewrite;
 
 pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
+    if let Some(signing) = &c.git.signing
+        && !signing.key_file.starts_with('/')
+    {
+        r.at(
+            &["git", "signing", "keyFile"],
+            format!(
+                "git.signing.keyFile: {:?} must be an absolute path to the mounted private key (it is read on the agent's machine, never from the repo)",
+                signing.key_file
+            ),
+        );
+    }
     let mut hosts = BTreeSet::new();
     for (i, reg) in c.registries.iter().enumerate() {
         let idx = i.to_string();

@@ -544,12 +544,12 @@ impl Reconciler {
         };
         if ro.store == StateStore::Git {
             let base = ro.memory().state_commit;
-            let author = self
+            let git = self
                 .current
                 .config()
-                .map(|c| c.git.author.clone())
+                .map(|c| c.git.clone())
                 .unwrap_or_default();
-            match self.repo.save_state(base, text.into_bytes(), author).await {
+            match self.repo.save_state(base, text.into_bytes(), git).await {
                 Ok(Some(commit)) => {
                     let mut mem = ro.memory();
                     mem.state = Some(state);

@@ -8,6 +8,7 @@
 pub mod auth;
 mod history;
 mod repo;
+pub mod sign;
 mod snapshot;
 pub mod source;
 mod state;
@@ -21,7 +22,7 @@ pub use auth::GitAuth;
 pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
 pub use snapshot::Snapshot;
 
-use crate::config::Author;
+use crate::config::{Author, GitConfig};
 use crate::plan::Prepared;
 
 const MODE_BLOB: i32 = 0o100_644;
@@ -60,6 +61,9 @@ pub enum GitError {
     /// The blocking git task died (a bug: reported, never retried in a loop).
     #[error("git task failed: {0}")]
     Task(String),
+    /// `git.signing` is set and the commit could not be signed.
+    #[error("failed to sign the commit: {0}")]
+    Sign(#[from] sign::SignError),
     /// Other writers kept winning the race.
     #[error(
         "push rejected {0} times in a row (other writers kept moving the branch); will retry next cycle"
@@ -81,6 +85,7 @@ impl GitError {
             Self::NoBranch(b) => format!("no-branch:{b}"),
             Self::File { path, .. } => format!("file:{path}"),
             Self::Task(_) => "task".into(),
+            Self::Sign(_) => "sign".into(),
             Self::Contended(_) => "contended".into(),
         }
     }
@@ -96,6 +101,7 @@ impl GitError {
                     | git2::ErrorClass::Os
             ),
             Self::Contended(_) => true,
+            Self::Sign(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -266,7 +272,7 @@ impl Checkout {
     /// kept and tagflow's intended values are applied on top of it.
     pub fn commit_and_push<E: std::error::Error + 'static>(
         &self,
-        author: &Author,
+        git: &GitConfig,
         mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared>, E>,
     ) -> Result<Pushed, PushError<E>> {
         for attempt in 1..=PUSH_ATTEMPTS {
@@ -275,7 +281,7 @@ impl Checkout {
             let Some(prepared) = plan(&snap).map_err(PushError::Plan)? else {
                 return Ok(Pushed::Unchanged { head });
             };
-            let Some(commit) = self.build_commit(&snap, author, &prepared)? else {
+            let Some(commit) = self.build_commit(&snap, git, &prepared)? else {
                 return Ok(Pushed::Unchanged { head });
             };
             match self.push(
@@ -305,7 +311,7 @@ impl Checkout {
     fn build_commit(
         &self,
         snap: &Snapshot<'_>,
-        author: &Author,
+        git: &GitConfig,
         p: &Prepared,
     ) -> Result<Option<Oid>, GitError> {
         let mut builder = git2::build::TreeUpdateBuilder::new();
@@ -330,13 +336,35 @@ impl Checkout {
             .repo
             .find_commit(snap.commit)
             .map_err(git_err("find the parent commit"))?;
-        let sig = Signature::now(&author.name, &author.email)
-            .map_err(git_err("make the commit signature"))?;
-        let id = self
+        self.create_commit(git, &p.message, &tree, &[&parent])
+            .map(Some)
+    }
+
+    /// Write a commit object (on no ref) by `git.author`, signed when `git.signing` is set.
+    fn create_commit(
+        &self,
+        git: &GitConfig,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> Result<Oid, GitError> {
+        let sig = signature(&git.author)?;
+        let Some(signing) = &git.signing else {
+            return self
+                .repo
+                .commit(None, &sig, &sig, message, tree, parents)
+                .map_err(git_err("create the commit"));
+        };
+        let buffer = self
             .repo
-            .commit(None, &sig, &sig, &p.message, &tree, &[&parent])
-            .map_err(git_err("create the commit"))?;
-        Ok(Some(id))
+            .commit_create_buffer(&sig, &sig, message, tree, parents)
+            .map_err(git_err("create the commit buffer"))?;
+        let signature = sign::sign(signing, &buffer)?;
+        let content = std::str::from_utf8(&buffer)
+            .map_err(|e| GitError::Setup(format!("the commit buffer is not UTF-8: {e}")))?;
+        self.repo
+            .commit_signed(content, &signature, Some("gpgsig"))
+            .map_err(git_err("create the signed commit"))
     }
 
     /// Put `commit` on the remote branch if the branch is still at `base`, never forced.
@@ -487,6 +515,10 @@ fn backoff(attempt: u32) -> Duration {
     // Spread retries of racing writers apart: exponential with a little per-process jitter.
     let jitter = u64::from(std::process::id() % 50) + u64::from(attempt) * 7 % 50;
     Duration::from_millis(50 * 2u64.pow(attempt.min(5)) + jitter)
+}
+
+fn signature(author: &Author) -> Result<Signature<'static>, GitError> {
+    Signature::now(&author.name, &author.email).map_err(git_err("make the commit signature"))
 }
 
 /// First 7 hex digits of a commit id.

@@ -180,10 +180,10 @@ impl ConfigRepo {
         &self,
         base: Option<Oid>,
         text: Vec<u8>,
-        author: crate::config::Author,
+        git: crate::config::GitConfig,
     ) -> Result<Option<Oid>, GitError> {
         self.with_git(move |c| {
-            let commit = c.record(base, STATE_FILE, &text, "tagflow: rollout state\n", &author)?;
+            let commit = c.record(base, STATE_FILE, &text, "tagflow: rollout state\n", &git)?;
             Ok(c.push_ref(STATE_REF, commit, base)?.then_some(commit))
         })
         .await?
@@ -225,10 +225,10 @@ impl ConfigRepo {
         change: ChangeSet,
     ) -> Result<Committed, CommitError> {
         let kind = change.kind();
-        let author = config.git.author.clone();
+        let git = config.git.clone();
         let pushed = self
             .with_git(move |c| {
-                c.commit_and_push(&author, |snap| plan::prepare(&change, &config, snap))
+                c.commit_and_push(&git, |snap| plan::prepare(&change, &config, snap))
             })
             .await?;
         match pushed {

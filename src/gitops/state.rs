@@ -1,10 +1,10 @@
 //! Refs outside the branches (`refs/tagflow/state`): fetch one, record a commit on it, push it
 //! with a compare-and-swap, read a file of it.
 
-use git2::{Oid, Signature};
+use git2::Oid;
 
 use super::{Checkout, GitError, MODE_BLOB, PushResult, git_err};
-use crate::config::Author;
+use crate::config::GitConfig;
 
 impl Checkout {
     /// Fetch the remote's `refname` (outside the branches, e.g. `refs/tagflow/state`) into a
@@ -58,7 +58,7 @@ impl Checkout {
         file: &str,
         content: &[u8],
         message: &str,
-        author: &Author,
+        git: &GitConfig,
     ) -> Result<Oid, GitError> {
         let blob = self
             .repo
@@ -79,12 +79,8 @@ impl Checkout {
             .map(|p| self.repo.find_commit(p))
             .transpose()
             .map_err(git_err("find the previous state"))?;
-        let sig = Signature::now(&author.name, &author.email)
-            .map_err(git_err("make the commit signature"))?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        self.repo
-            .commit(None, &sig, &sig, message, &tree, &parents)
-            .map_err(git_err("create the state commit"))
+        self.create_commit(git, message, &tree, &parents)
     }
 
     /// Move the remote's `refname` from `base` to `commit` (compare-and-swap: `false` when the
