@@ -185,6 +185,62 @@ fn tls_auth_registry_and_git_over_ssh() {
         logs(&out)
     );
     assert_eq!(repo.log("main").len(), before);
+
+    // known_hosts as OpenSSH writes it by default: hashed names (`ssh-keygen -H`).
+    let hashed = local.file(
+        "known_hosts_hashed",
+        &std::fs::read_to_string(&ssh.known_hosts_file).expect("known_hosts"),
+    );
+    let run = testbed::run_with_timeout(
+        std::process::Command::new("ssh-keygen").args(["-H", "-f", &p(&hashed)]),
+        None,
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&hashed).expect("hashed");
+    assert!(
+        text.starts_with("|1|") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    let local3 = Local::new();
+    let out = once(
+        &ssh.url,
+        &local3,
+        &[
+            "--git-ssh-key-file",
+            &key,
+            "--git-known-hosts-file",
+            &p(&hashed),
+        ],
+    );
+    ok(&out);
+    // The same key marked @revoked is refused even though it is listed.
+    let revoked = local.file(
+        "known_hosts_revoked",
+        &format!(
+            "{text}@revoked * {}\n",
+            text.split_whitespace()
+                .skip(1)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    let out = once(
+        &ssh.url,
+        &Local::new(),
+        &[
+            "--git-ssh-key-file",
+            &key,
+            "--git-known-hosts-file",
+            &p(&revoked),
+        ],
+    );
+    assert!(!out.status.success(), "a revoked host key is refused");
 }
 
 /// The flags that log in to `http` with the password in `file`.

@@ -59,8 +59,27 @@ pub struct RemoteInfo {
 /// Parse a remote URL and refuse one that embeds a password.
 pub fn remote_info(raw: &str) -> Result<RemoteInfo, String> {
     if !raw.contains("://") {
+        // scp-like `[user@]host:path` (as GitHub and GitLab show it) is ssh.
+        if let Some((authority, path)) = raw.split_once(':')
+            && !authority.is_empty()
+            && !authority.contains('/')
+            && !path.is_empty()
+        {
+            let (user, host) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u.to_owned()), h),
+                None => (None, authority),
+            };
+            if !host.is_empty() {
+                return Ok(RemoteInfo {
+                    scheme: "ssh".into(),
+                    host: host.to_owned(),
+                    port: None,
+                    user,
+                });
+            }
+        }
         return Err(format!(
-            "{raw:?}: use a URL with a scheme (ssh://, https://, http:// or file://)"
+            "{raw:?}: use a URL with a scheme (ssh://, https://, http:// or file://) or git@host:path"
         ));
     }
     let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
@@ -87,24 +106,77 @@ pub fn remote_info(raw: &str) -> Result<RemoteInfo, String> {
 /// One known_hosts entry: the host patterns and the key blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownHost {
-    /// Host patterns (`host`, `[host]:port`).
-    pub hosts: Vec<String>,
+    /// Host patterns (`host`, `[host]:port`), or one hashed name.
+    pub hosts: Vec<HostName>,
     /// Key type, e.g. `ssh-ed25519`.
     pub key_type: String,
     /// Decoded key blob.
     pub key: Vec<u8>,
+    /// `@revoked`: this key is refused for every host.
+    pub revoked: bool,
 }
 
-/// Parse known_hosts text. Hashed (`|1|…`) and marker (`@revoked`) lines are skipped.
+/// A host name in known_hosts: plain, or hashed as `ssh-keyscan -H` and OpenSSH's
+/// `HashKnownHosts` write it (`|1|base64 salt|base64 HMAC-SHA1(salt, name)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostName {
+    /// `host` or `[host]:port`.
+    Plain(String),
+    /// Salt and hash.
+    Hashed(Vec<u8>, Vec<u8>),
+}
+
+impl HostName {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Plain(p) => p == name,
+            Self::Hashed(salt, hash) => {
+                use hmac::Mac as _;
+                let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    return false;
+                };
+                mac.update(name.as_bytes());
+                mac.verify_slice(hash).is_ok()
+            }
+        }
+    }
+}
+
+fn host_names(field: &str) -> Option<Vec<HostName>> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    if let Some(rest) = field.strip_prefix("|1|") {
+        let (salt, hash) = rest.split_once('|')?;
+        return Some(vec![HostName::Hashed(
+            b64.decode(salt).ok()?,
+            b64.decode(hash).ok()?,
+        )]);
+    }
+    Some(
+        field
+            .split(',')
+            .map(|h| HostName::Plain(h.to_owned()))
+            .collect(),
+    )
+}
+
+/// Parse known_hosts text: plain and hashed (`|1|…`) names, `@revoked` keys. `@cert-authority`
+/// lines are skipped (libgit2 hands tagflow the host's plain key, never a certificate), as are
+/// lines it cannot read.
 pub fn parse_known_hosts(text: &str) -> Vec<KnownHost> {
     text.lines()
         .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with('#') && !l.starts_with('|') && !l.starts_with('@')
-        })
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            let hosts = parts.next()?.split(',').map(str::to_owned).collect();
+            let mut parts = l.split_whitespace().peekable();
+            let revoked = match parts.peek().copied() {
+                Some("@revoked") => {
+                    parts.next();
+                    true
+                }
+                Some(m) if m.starts_with('@') => return None,
+                _ => false,
+            };
+            let hosts = host_names(parts.next()?)?;
             let key_type = parts.next()?.to_owned();
             let key = base64::engine::general_purpose::STANDARD
                 .decode(parts.next()?)
@@ -113,20 +185,24 @@ pub fn parse_known_hosts(text: &str) -> Vec<KnownHost> {
                 hosts,
                 key_type,
                 key,
+                revoked,
             })
         })
         .collect()
 }
 
-/// Whether `key` is listed for `host` (and `port`, when not 22).
+/// Whether `key` is listed for `host` (and `port`, when not 22) and not revoked.
 pub fn host_key_known(known: &[KnownHost], host: &str, port: Option<u16>, key: &[u8]) -> bool {
     let name = match port {
         Some(p) if p != 22 => format!("[{host}]:{p}"),
         _ => host.to_owned(),
     };
+    if known.iter().any(|k| k.revoked && k.key == key) {
+        return false;
+    }
     known
         .iter()
-        .any(|k| k.hosts.contains(&name) && k.key == key)
+        .any(|k| !k.revoked && k.key == key && k.hosts.iter().any(|h| h.matches(&name)))
 }
 
 impl GitAuth {
@@ -230,7 +306,10 @@ mod tests {
                 .expect_err("refused")
                 .contains("must not contain a password")
         );
-        assert!(remote_info("git@github.com:org/x.git").is_err());
+        assert!(
+            remote_info("git@github.com:org/x.git").is_ok(),
+            "scp-like is ssh"
+        );
         assert!(remote_info("ftp://h/x").is_err());
     }
 
@@ -257,10 +336,63 @@ mod tests {
             "# c\n[127.0.0.1]:2222 ssh-ed25519 {blob}\nexample.com,alias ssh-ed25519 {blob}\n|1|hashed|x ssh-rsa AAAA\n"
         );
         let known = parse_known_hosts(&text);
-        assert_eq!(known.len(), 2);
+        assert_eq!(known.len(), 2, "the unreadable hashed line is skipped");
         assert!(host_key_known(&known, "127.0.0.1", Some(2222), b"key-a"));
         assert!(!host_key_known(&known, "127.0.0.1", Some(2223), b"key-a"));
         assert!(!host_key_known(&known, "127.0.0.1", Some(2222), b"key-b"));
         assert!(host_key_known(&known, "alias", None, b"key-a"));
+    }
+
+    #[test]
+    fn scp_like_urls_are_ssh() {
+        let r = remote_info("git@github.com:org/config.git").expect("scp-like");
+        assert_eq!(
+            (
+                r.scheme.as_str(),
+                r.host.as_str(),
+                r.port,
+                r.user.as_deref()
+            ),
+            ("ssh", "github.com", None, Some("git"))
+        );
+        assert_eq!(
+            remote_info("gitlab.example.com:team/cfg")
+                .expect("no user")
+                .user,
+            None
+        );
+        assert!(remote_info("/srv/config.git").is_err());
+        assert!(remote_info("config.git").is_err());
+    }
+
+    #[test]
+    fn hashed_names_and_revoked_keys() {
+        use hmac::Mac as _;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let hashed = |name: &str| {
+            let salt = b"0123456789abcdefghij";
+            let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt).expect("mac");
+            mac.update(name.as_bytes());
+            format!(
+                "|1|{}|{}",
+                b64.encode(salt),
+                b64.encode(mac.finalize().into_bytes())
+            )
+        };
+        let (a, b) = (b64.encode(b"key-a"), b64.encode(b"key-b"));
+        let text = format!(
+            "{} ssh-ed25519 {a}\n{} ssh-ed25519 {b}\n@revoked * ssh-ed25519 {b}\n@cert-authority *.example.com ssh-ed25519 {a}\n",
+            hashed("[127.0.0.1]:2222"),
+            hashed("git.example.com")
+        );
+        let known = parse_known_hosts(&text);
+        assert_eq!(known.len(), 3, "the cert-authority line is skipped");
+        assert!(host_key_known(&known, "127.0.0.1", Some(2222), b"key-a"));
+        assert!(!host_key_known(&known, "127.0.0.1", Some(2223), b"key-a"));
+        assert!(!host_key_known(&known, "other.example.com", None, b"key-a"));
+        assert!(
+            !host_key_known(&known, "git.example.com", None, b"key-b"),
+            "revoked wins over a listed key"
+        );
     }
 }
