@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Local, eventually, file_url, push_three, registry_block, tagflow};
+use common::{Local, eventually, file_url, push_three, rollout_config, rollout_values, tagflow};
 use testbed::{BareRepo, DeployedApps, Registry, RegistryOpts, run_with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -19,12 +19,6 @@ const LIMIT: Duration = Duration::from_secs(90);
 const HOSTILE_TAG: &str = "deadbee";
 const HOSTILE_REASON: &str =
     "smoke failed: '<script>document.title=\"owned\"</script>' & <b>bold</b>";
-
-fn values(repository: &str, tag: &str) -> String {
-    format!(
-        "image:\n  repository: {repository}\n  tag: {tag} # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
-    )
-}
 
 struct Killed(Child);
 
@@ -73,18 +67,7 @@ fn the_status_page_shows_rollouts_approvals_and_quarantine_in_a_browser() {
     let mut apps = DeployedApps::start(&["dev", "prod"]);
     let local = Local::new();
     let repository = format!("{}/team/app", reg.host);
-    let smoke = |env: &str| {
-        format!(
-            "    smoke: {{url: '{}', expect: {{status: 200, bodyContains: 'version={{tag}}'}}, retries: 2, interval: 1s, deadline: 30s}}\n",
-            apps.url(env)
-        )
-    };
-    let config = format!(
-        "interval: 1s\n{}images:\n  app:\n    repository: {repository}\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: built}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n{}  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: dev\n    gate: {{soak: 1s, approval: true}}\n{}",
-        registry_block(&reg, &local),
-        smoke("dev"),
-        smoke("prod"),
-    );
+    let config = rollout_config(&reg, &local, &apps, "{soak: 1s, approval: true}", "");
     let quarantine = format!(
         "quarantine:\n  - image: app\n    tag: {}\n    reason: {}\n    at: \"2024-01-01T12:00:00Z\"\n",
         serde_json::to_string(HOSTILE_TAG).expect("json"),
@@ -93,8 +76,14 @@ fn the_status_page_shows_rollouts_approvals_and_quarantine_in_a_browser() {
     let repo = Arc::new(BareRepo::new(&[
         ("config/tagflow.yaml", &config),
         ("config/quarantine.yaml", &quarantine),
-        ("envs/dev/patch.yaml", &values(&repository, "a1b2c3d")),
-        ("envs/prod/patch.yaml", &values(&repository, "a1b2c3d")),
+        (
+            "envs/dev/patch.yaml",
+            &rollout_values(&repository, "a1b2c3d"),
+        ),
+        (
+            "envs/prod/patch.yaml",
+            &rollout_values(&repository, "a1b2c3d"),
+        ),
     ]));
     apps.follow(repo.clone(), "main");
     let port = testbed::free_port();
