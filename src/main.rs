@@ -97,6 +97,10 @@ enum Command {
         /// Address for the HTTP server.
         #[arg(long, env = "TAGFLOW_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
+        /// File holding the bearer token the status page (`/`, `/api/status`) requires; the
+        /// page is open (read-only) without it.
+        #[arg(long, env = "TAGFLOW_STATUS_TOKEN_FILE")]
+        status_token_file: Option<PathBuf>,
         #[command(flatten)]
         lease: LeaseArgs,
     },
@@ -238,7 +242,11 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::ImportFlux { paths, root } => commands::import_flux(&paths, &root)?,
-        Command::Run { listen, lease } => run(args, listen, &lease).await?,
+        Command::Run {
+            listen,
+            status_token_file,
+            lease,
+        } => run(args, listen, status_token_file, &lease).await?,
         Command::Status { lease } => match (lease.store()?, lease.lease) {
             (StateStore::Lease, Some(name)) => commands::status(&name).await?,
             _ => commands::status_git(repo_options(args, None)?).await?,
@@ -249,7 +257,12 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     })
 }
 
-async fn run(args: &RepoArgs, listen: SocketAddr, lease: &LeaseArgs) -> Result<u8> {
+async fn run(
+    args: &RepoArgs,
+    listen: SocketAddr,
+    status_token_file: Option<PathBuf>,
+    lease: &LeaseArgs,
+) -> Result<u8> {
     let state = lease.store()?;
     let lease = lease.lease.clone().map(|name| LeaseOptions {
         name,
@@ -264,6 +277,8 @@ async fn run(args: &RepoArgs, listen: SocketAddr, lease: &LeaseArgs) -> Result<u
         repo: repo_options(args, None)?,
         lease,
         flush: Duration::from_secs(10),
+        status_token: status_token_file
+            .map(|p| tagflow::secret::SecretRef::file(p.to_string_lossy().into_owned())),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

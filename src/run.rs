@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub lease: Option<LeaseOptions>,
     /// How long queued Slack messages may take to go out on shutdown.
     pub flush: Duration,
+    /// Bearer token the status page (`/`, `/api/status`) requires; open when `None`.
+    pub status_token: Option<crate::secret::SecretRef>,
 }
 
 /// Why `run` stopped with an error.
@@ -83,9 +85,14 @@ pub async fn run(
         ready: ready.clone(),
         current: reconciler.current.clone(),
         trigger: tx,
+        board: Some(Arc::new(server::board::Board {
+            repo: reconciler.repo.clone(),
+            current: reconciler.current.clone(),
+            token: opts.status_token.clone(),
+        })),
     });
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(addr = %addr, "serving /healthz /readyz /metrics /webhook/registry");
+        tracing::info!(addr = %addr, "serving / (status) /api/status /healthz /readyz /metrics /webhook/registry");
     }
     let stop = CancellationToken::new();
     let http_stop = stop.clone();

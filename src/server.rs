@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+pub mod board;
 pub mod hosted;
+pub mod status;
 
 /// Media type of the distribution registry's notifications.
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -40,6 +42,8 @@ pub struct ServerState {
     pub current: Arc<crate::config::Current>,
     /// Image names to scan now.
     pub trigger: mpsc::Sender<BTreeSet<String>>,
+    /// The status page's sources; `None`: no page.
+    pub board: Option<Arc<board::Board>>,
 }
 
 impl ServerState {
@@ -54,6 +58,8 @@ pub fn router(shared: Arc<ServerState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(status_page))
+        .route("/api/status", get(status_json))
         .route("/webhook/registry", post(webhook))
         .route("/webhook/harbor", post(harbor))
         .route("/webhook/dockerhub/{secret}", post(docker_hub))
@@ -80,6 +86,61 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+/// The status data, or the answer refusing it (no page, token missing or wrong).
+async fn status_data(s: &ServerState, headers: &HeaderMap) -> Result<status::StatusData, Response> {
+    let Some(board) = &s.board else {
+        return Err((StatusCode::NOT_FOUND, "no status page\n").into_response());
+    };
+    if let Some(token) = &board.token {
+        let Ok(expected) = token.read() else {
+            tracing::warn!("status token unreadable: the page is refused");
+            return Err(
+                (StatusCode::SERVICE_UNAVAILABLE, "status token unreadable\n").into_response(),
+            );
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::secret::same(given.as_bytes(), expected.as_bytes()) {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"tagflow\"")],
+                "status page needs Authorization: Bearer <token>\n",
+            )
+                .into_response());
+        }
+    }
+    Ok(board.gather(chrono::Utc::now()).await)
+}
+
+async fn status_page(State(s): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    match status_data(&s, &headers).await {
+        Ok(d) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // Read-only and script-free: forbid scripts, frames and forms outright.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            status::render_html(&d),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn status_json(State(s): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    match status_data(&s, &headers).await {
+        Ok(d) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(d)).into_response(),
+        Err(r) => r,
+    }
 }
 
 /// Why a webhook delivery was refused.

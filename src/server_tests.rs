@@ -139,3 +139,68 @@ fn repositories_map_to_images() {
     );
     assert!(images_for(&cfg, &[(Some("other:5000".into()), "team/app".into())]).is_err());
 }
+
+#[tokio::test]
+async fn the_status_page_needs_its_token_when_one_is_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-status-token\n").expect("write");
+    let current = crate::config::Current::new();
+    let opts = crate::gitops::RepoOptions::new(
+        "file:///nonexistent/repo.git".into(),
+        "main".into(),
+        "config/tagflow.yaml".into(),
+        Some(dir.path().join("work")),
+        crate::gitops::GitAuth::default(),
+    );
+    let metrics = Metrics::new();
+    let (tx, _rx) = mpsc::channel(1);
+    let state = Arc::new(ServerState {
+        metrics: metrics.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+        current: current.clone(),
+        trigger: tx,
+        board: Some(Arc::new(board::Board {
+            repo: Arc::new(crate::gitops::ConfigRepo::new(opts, metrics)),
+            current,
+            token: Some(crate::secret::SecretRef::file(token.to_string_lossy())),
+        })),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let client = reqwest::Client::new();
+    let get = |path: &str, auth: Option<&str>| {
+        let mut r = client.get(format!("http://{addr}{path}"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    for path in ["/", "/api/status"] {
+        for auth in [None, Some("Bearer wrong"), Some("s3cret-status-token")] {
+            let r = get(path, auth).await.expect("send");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+        }
+    }
+    let page = get("/", Some("Bearer s3cret-status-token"))
+        .await
+        .expect("send");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = page.text().await.expect("body");
+    assert!(html.contains("no good config loaded yet"), "{html}");
+    let json: serde_json::Value = get("/api/status", Some("Bearer s3cret-status-token"))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(json["problems"][0].as_str().is_some(), "{json}");
+}

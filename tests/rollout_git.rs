@@ -13,7 +13,10 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Local, commits_setting, eventually, file_url, push_three, registry_block, tagflow};
+use common::{
+    Local, commits_setting, eventually, file_url, push_three, rollout_config, rollout_values,
+    tagflow,
+};
 use serde_json::Value;
 use testbed::{BareRepo, DeployedApps, Registry, RegistryOpts, SlackCapture, tag_in};
 
@@ -29,12 +32,6 @@ struct World {
     url: String,
 }
 
-fn values(repository: &str, tag: &str) -> String {
-    format!(
-        "image:\n  repository: {repository}\n  tag: {tag} # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
-    )
-}
-
 fn world(prod_gate: &str) -> World {
     let reg = Registry::start(RegistryOpts::default());
     push_three(&reg);
@@ -43,23 +40,26 @@ fn world(prod_gate: &str) -> World {
     let local = Local::new();
     let hook = local.file("slack-url", &slack.url);
     let repository = format!("{}/team/app", reg.host);
-    let smoke = |env: &str| {
-        format!(
-            "    smoke: {{url: '{}', expect: {{status: 200, bodyContains: 'version={{tag}}'}}, retries: 2, interval: 1s, deadline: 30s}}\n",
-            apps.url(env)
-        )
-    };
-    let config = format!(
-        "interval: 1s\n{}images:\n  app:\n    repository: {repository}\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: built}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n{}  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: dev\n    gate: {prod_gate}\n{}notify:\n  slack: {{webhookUrl: {{file: {}}}}}\n",
-        registry_block(&reg, &local),
-        smoke("dev"),
-        smoke("prod"),
-        hook.display(),
+    let config = rollout_config(
+        &reg,
+        &local,
+        &apps,
+        prod_gate,
+        &format!(
+            "notify:\n  slack: {{webhookUrl: {{file: {}}}}}\n",
+            hook.display()
+        ),
     );
     let repo = Arc::new(BareRepo::new(&[
         ("config/tagflow.yaml", &config),
-        ("envs/dev/patch.yaml", &values(&repository, "a1b2c3d")),
-        ("envs/prod/patch.yaml", &values(&repository, "a1b2c3d")),
+        (
+            "envs/dev/patch.yaml",
+            &rollout_values(&repository, "a1b2c3d"),
+        ),
+        (
+            "envs/prod/patch.yaml",
+            &rollout_values(&repository, "a1b2c3d"),
+        ),
     ]));
     apps.follow(repo.clone(), "main");
     let url = file_url(&repo);

@@ -41,6 +41,7 @@ async fn shutdown_mid_scan_finishes_the_commit_then_stops_the_server() {
             GitAuth::default(),
         ),
         lease: None,
+        status_token: None,
         flush: Duration::from_secs(1),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -77,3 +77,35 @@ impl Checkout {
         Ok(None)
     }
 }
+
+/// One commit as the status page lists it: (id, subject, commit time in seconds).
+pub type Recent = Vec<(Oid, String, i64)>;
+
+impl Checkout {
+    /// The last `n` commits by `email` on the fetched branch (first parents, newest first),
+    /// without fetching: the cycle keeps the branch fresh.
+    pub fn recent_commits(&self, email: &str, n: usize) -> Result<Recent, GitError> {
+        let head = self.head()?;
+        let mut walk = self.repo.revwalk().map_err(git_err("walk history"))?;
+        walk.push(head).map_err(git_err("walk history"))?;
+        walk.simplify_first_parent()
+            .map_err(git_err("walk history"))?;
+        let mut out = Vec::new();
+        for id in walk.take(HISTORY_DEPTH) {
+            let id = id.map_err(git_err("walk history"))?;
+            let commit = self.repo.find_commit(id).map_err(git_err("read commit"))?;
+            if commit.author().email().ok() == Some(email) {
+                let subject = String::from_utf8_lossy(commit.message_bytes())
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                out.push((id, subject, commit.time().seconds()));
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

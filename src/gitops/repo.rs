@@ -209,6 +209,15 @@ impl ConfigRepo {
             .await?
     }
 
+    /// tagflow's last `n` commits on the fetched branch (see [`Checkout::recent_commits`]).
+    pub async fn recent_commits(
+        &self,
+        email: String,
+        n: usize,
+    ) -> Result<super::history::Recent, GitError> {
+        self.with_git(move |c| c.recent_commits(&email, n)).await?
+    }
+
     /// Whether revision `rev` (as a reconciler reports it) is `commit` or a descendant of it.
     pub async fn contains(&self, rev: &str, commit: &str) -> bool {
         let (rev, commit) = (rev.to_owned(), commit.to_owned());

@@ -493,3 +493,34 @@ pub fn wait_events<'k>(
         panic!("{namespace}/{name}: want {want:?} in order, got {got:?}")
     })
 }
+
+/// The rollout scenarios' values file for `repository` at `tag` (tag and digest markers).
+pub fn rollout_values(repository: &str, tag: &str) -> String {
+    format!(
+        "image:\n  repository: {repository}\n  tag: {tag} # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n  digest: \"\" # {{\"$imagepolicy\": \"flux-system:app:digest\"}}\n"
+    )
+}
+
+/// The rollout scenarios' config: image `app`, `dev` then `prod` (promoted from dev behind
+/// `prod_gate`), each smoke-checked against its deployed app; `extra` is appended.
+pub fn rollout_config(
+    reg: &Registry,
+    local: &Local,
+    apps: &testbed::DeployedApps,
+    prod_gate: &str,
+    extra: &str,
+) -> String {
+    let smoke = |env: &str| {
+        format!(
+            "    smoke: {{url: '{}', expect: {{status: 200, bodyContains: 'version={{tag}}'}}, retries: 2, interval: 1s, deadline: 30s}}\n",
+            apps.url(env)
+        )
+    };
+    format!(
+        "interval: 1s\n{}images:\n  app:\n    repository: {}/team/app\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: built}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n{}  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: dev\n    gate: {prod_gate}\n{}{extra}",
+        registry_block(reg, local),
+        reg.host,
+        smoke("dev"),
+        smoke("prod"),
+    )
+}
