@@ -5,8 +5,10 @@
 //! [`notify`]. [`cycle`] runs them in order; [`run`] is `tagflow run` (the loop, the
 //! [`server`] and the [`infra`] watcher); [`commands`] and [`check`] are the one-shot commands.
 
+pub mod build_info;
 pub mod check;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod cycle;
 pub mod egress;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use tagflow::commands;
 use tagflow::gitops::{GitAuth, RepoOptions};
@@ -19,7 +19,12 @@ use tagflow::run::{LeaseOptions, RunOptions, StateStore};
 /// bootstrap flags below lives in the config repo (`config/tagflow.yaml`) and is re-read every
 /// cycle. Every flag can also be set by its TAGFLOW_* environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "tagflow", version, about, long_about)]
+#[command(
+    name = "tagflow",
+    version = tagflow::build_info::LONG_VERSION,
+    about,
+    long_about
+)]
 struct Cli {
     #[command(flatten)]
     repo: RepoArgs,
@@ -154,6 +159,14 @@ enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Print a shell completion script: `source <(tagflow completions bash)`; for zsh save it as
+    /// `_tagflow` in a directory of `$fpath`, for fish as
+    /// `~/.config/fish/completions/tagflow.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: tagflow::completions::Shell,
+    },
     /// Render an infra workspace's inventory from its current terraform outputs and commit it
     /// if it changed (plans and applies nothing).
     Inventory {
@@ -242,6 +255,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::ImportFlux { paths, root } => commands::import_flux(&paths, &root)?,
+        Command::Completions { shell } => {
+            print!("{}", tagflow::completions::generate(shell, &Cli::command()));
+            commands::EXIT_OK
+        }
         Command::Run {
             listen,
             status_token_file,

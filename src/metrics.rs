@@ -7,12 +7,25 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+}
+
+/// Upper bounds (seconds) of the cycle-duration buckets: an unchanged world takes well under a
+/// second; a clone, a push and a rollout step can take minutes.
+const CYCLE_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -56,6 +69,7 @@ struct Infra {
 pub struct Metrics {
     registry: Registry,
     cycles: Family<ResultLabel, Counter>,
+    cycle_duration: Histogram,
     commits: Counter,
     requests: Family<RequestLabels, Counter>,
     errors: Family<StageLabel, Counter>,
@@ -83,6 +97,24 @@ impl Metrics {
         let webhooks = Family::<ResultLabel, Counter>::default();
         let last_success = Gauge::<f64, AtomicU64>::default();
         registry.register("cycles", "Cycles run, by result", cycles.clone());
+        let cycle_duration = Histogram::new(CYCLE_BUCKETS);
+        registry.register(
+            "cycle_duration_seconds",
+            "Wall time of each cycle, from fetch to notify",
+            cycle_duration.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: crate::build_info::VERSION.to_owned(),
+                revision: crate::build_info::REVISION.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which tagflow version and git revision runs",
+            build_info,
+        );
         registry.register(
             "commits",
             "Commits pushed to the config repo",
@@ -139,6 +171,7 @@ impl Metrics {
         Arc::new(Self {
             registry,
             cycles,
+            cycle_duration,
             commits,
             requests,
             errors,
@@ -157,6 +190,11 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Record how long a cycle took.
+    pub fn cycle_duration(&self, seconds: f64) {
+        self.cycle_duration.observe(seconds);
     }
 
     /// Count a pushed commit.
@@ -280,5 +318,30 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.registry_requests_total(), 3);
+    }
+
+    #[test]
+    fn exposes_build_info_and_the_cycle_duration_histogram() {
+        let m = Metrics::new();
+        m.cycle_duration(0.3);
+        m.cycle_duration(42.0);
+        let text = m.encode();
+        let info = format!(
+            r#"tagflow_build_info{{version="{}",revision="{}"}} 1"#,
+            crate::build_info::VERSION,
+            crate::build_info::REVISION
+        );
+        assert!(text.contains(&info), "{text}");
+        for line in [
+            "# TYPE tagflow_cycle_duration_seconds histogram",
+            "tagflow_cycle_duration_seconds_count 2",
+            "tagflow_cycle_duration_seconds_sum 42.3",
+            r#"tagflow_cycle_duration_seconds_bucket{le="0.25"} 0"#,
+            r#"tagflow_cycle_duration_seconds_bucket{le="0.5"} 1"#,
+            r#"tagflow_cycle_duration_seconds_bucket{le="60.0"} 2"#,
+            r#"tagflow_cycle_duration_seconds_bucket{le="+Inf"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -24,7 +24,8 @@ use serde_json::Value as Json;
 use cluster::Cluster;
 use support::{
     Helm, TOOL_TIMEOUT, all_files, at, check_subset, env_file, env_image, release_resources, repo,
-    run_ok, run_with_timeout, system_tool, to_json, write_values, yaml_docs, yaml_files,
+    run_ok, run_with_timeout, system_tool, tagflow_rules, to_json, write_values, yaml_docs,
+    yaml_files,
 };
 
 /// scripts/build-image with an already built binary (well under 10 s).
@@ -493,54 +494,17 @@ fn tagflow_service_account_has_exactly_the_rbac_it_needs_and_nothing_cluster_wid
     cluster.kubectl_ok(&["apply", "-f", "flux/tagflow/"]);
 
     let sa = "system:serviceaccount:tagflow:tagflow";
-    // What any authenticated ServiceAccount may do (discovery, self reviews): the baseline.
-    let nobody = "system:serviceaccount:tagflow:nobody";
-    let events = [
-        "events urls=[] names=[] verbs=[create patch]",
-        "events.events.k8s.io urls=[] names=[] verbs=[create patch]",
-    ];
-    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::from([
-        (
-            "tagflow".to_owned(),
-            [
-                "leases.coordination.k8s.io urls=[] names=[tagflow] verbs=[get update]",
-                "leases.coordination.k8s.io urls=[] names=[] verbs=[create]",
-                events[0],
-                events[1],
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        ),
-        ("default".to_owned(), vec![]),
-        ("kube-system".to_owned(), vec![]),
-        ("flux-system".to_owned(), vec![]),
-        ("argocd".to_owned(), vec![]),
-    ]);
     // Where config/tagflow.yaml follows releases: read on exactly those kinds, and Events.
     let releases = release_resources();
     assert!(
         !releases.is_empty(),
         "config/tagflow.yaml follows no release"
     );
-    for (ns, resources) in releases {
-        let want = expected.entry(ns).or_default();
-        want.extend(
-            resources
-                .iter()
-                .map(|r| format!("{r} urls=[] names=[] verbs=[get list watch]")),
-        );
-        want.extend(events.map(str::to_owned));
-    }
-    for (ns, want) in &expected {
-        let baseline = cluster.can_i_list(nobody, ns);
-        let granted: BTreeSet<String> = cluster
-            .can_i_list(sa, ns)
-            .difference(&baseline)
-            .cloned()
-            .collect();
-        let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    let others = ["default", "kube-system", "flux-system", "argocd"];
+    for (ns, want) in tagflow_rules("tagflow", Some("tagflow"), &releases, &others) {
         assert_eq!(
-            granted, want,
+            cluster.granted(sa, &ns),
+            want,
             "rules of {sa} in namespace {ns} beyond an unprivileged ServiceAccount"
         );
     }

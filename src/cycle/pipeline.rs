@@ -65,8 +65,10 @@ pub fn log_outcome(result: &Result<Report, CycleError>) {
 
 impl Reconciler {
     /// One full cycle: fetch, select, commit and push, rollouts, notify. Counted in
-    /// `tagflow_cycles_total{result}` by its [`Outcome`].
+    /// `tagflow_cycles_total{result}` by its [`Outcome`], timed in
+    /// `tagflow_cycle_duration_seconds`.
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let started = std::time::Instant::now();
         let mut result = self.cycle_inner(scope).await;
         if let Ok(r) = &mut result
             && self.selector.take_retry()
@@ -82,6 +84,7 @@ impl Reconciler {
         self.cache.save(&self.registries);
         let outcome = result.as_ref().map_or(Outcome::Failed, Report::outcome);
         self.metrics.cycle(outcome.label());
+        self.metrics.cycle_duration(started.elapsed().as_secs_f64());
         match &result {
             Ok(r) if matches!(outcome, Outcome::Partial) => {
                 let text = r.failures().join("\n");

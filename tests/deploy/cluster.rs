@@ -175,6 +175,17 @@ impl Cluster {
         }
     }
 
+    /// What `user` may do in `ns` beyond an unprivileged ServiceAccount of the same namespace
+    /// (discovery, self reviews), as `can_i_list` rows.
+    pub fn granted(&self, user: &str, ns: &str) -> BTreeSet<String> {
+        let sa_ns = user.split(':').nth(2).unwrap_or("default");
+        let baseline = self.can_i_list(&format!("system:serviceaccount:{sa_ns}:nobody"), ns);
+        self.can_i_list(user, ns)
+            .difference(&baseline)
+            .cloned()
+            .collect()
+    }
+
     /// `kubectl auth can-i --list` as `user` in `ns`: one "resource [names] [verbs]" per rule.
     pub fn can_i_list(&self, user: &str, ns: &str) -> BTreeSet<String> {
         let out = self.kubectl_ok(&["auth", "can-i", "--list", "--namespace", ns, "--as", user]);

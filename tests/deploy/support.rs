@@ -291,3 +291,40 @@ pub fn release_resources() -> BTreeMap<String, BTreeSet<String>> {
     }
     out
 }
+
+/// The `can_i_list` rows tagflow's ServiceAccount needs, per namespace: in its own namespace the
+/// Lease `lease` (when leader election is on) and Events; where it follows releases, read on
+/// exactly those resources (`plural.group`) and Events; in each of `others`, nothing.
+pub fn tagflow_rules(
+    own_ns: &str,
+    lease: Option<&str>,
+    releases: &BTreeMap<String, BTreeSet<String>>,
+    others: &[&str],
+) -> BTreeMap<String, BTreeSet<String>> {
+    let events = [
+        "events urls=[] names=[] verbs=[create patch]".to_owned(),
+        "events.events.k8s.io urls=[] names=[] verbs=[create patch]".to_owned(),
+    ];
+    let mut out: BTreeMap<String, BTreeSet<String>> = others
+        .iter()
+        .map(|ns| ((*ns).to_owned(), BTreeSet::new()))
+        .collect();
+    let own = out.entry(own_ns.to_owned()).or_default();
+    own.extend(events.clone());
+    if let Some(name) = lease {
+        own.insert(format!(
+            "leases.coordination.k8s.io urls=[] names=[{name}] verbs=[get update]"
+        ));
+        own.insert("leases.coordination.k8s.io urls=[] names=[] verbs=[create]".to_owned());
+    }
+    for (ns, resources) in releases {
+        let want = out.entry(ns.clone()).or_default();
+        want.extend(
+            resources
+                .iter()
+                .map(|r| format!("{r} urls=[] names=[] verbs=[get list watch]")),
+        );
+        want.extend(events.clone());
+    }
+    out
+}
