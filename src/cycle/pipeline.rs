@@ -67,6 +67,7 @@ impl Reconciler {
     /// One full cycle: fetch, select, commit and push, rollouts, notify. Counted in
     /// `tagflow_cycles_total{result}` by its [`Outcome`].
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
+        let started = std::time::Instant::now();
         let mut result = self.cycle_inner(scope).await;
         if let Ok(r) = &mut result
             && self.selector.take_retry()
@@ -81,6 +82,8 @@ impl Reconciler {
         }
         self.cache.save(&self.registries);
         let outcome = result.as_ref().map_or(Outcome::Failed, Report::outcome);
+        // Set before the count, so whoever sees the count go up reads this cycle's time.
+        self.metrics.cycle_took(started.elapsed());
         self.metrics.cycle(outcome.label());
         match &result {
             Ok(r) if matches!(outcome, Outcome::Partial) => {
