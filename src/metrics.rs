@@ -75,6 +75,7 @@ pub struct Metrics {
     errors: Family<StageLabel, Counter>,
     webhooks: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
+    cycle_duration: Gauge<f64, AtomicU64>,
     leader: Gauge,
     requests_total: AtomicU64,
     infra: Infra,
@@ -136,6 +137,12 @@ impl Metrics {
             "Unix time of the last successful cycle",
             last_success.clone(),
         );
+        let cycle_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "cycle_duration_seconds",
+            "Wall time of the last cycle (fetch, scan, commit, rollouts, notify)",
+            cycle_duration.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -177,10 +184,16 @@ impl Metrics {
             errors,
             webhooks,
             last_success,
+            cycle_duration,
             leader,
             requests_total: AtomicU64::new(0),
             infra,
         })
+    }
+
+    /// How long the cycle that just ended took.
+    pub fn cycle_took(&self, took: std::time::Duration) {
+        self.cycle_duration.set(took.as_secs_f64());
     }
 
     /// Count a finished cycle (`committed`, `unchanged`, `failed`, …).
@@ -305,8 +318,13 @@ mod tests {
         m.registry_request("r.example.com", "200");
         m.registry_request("r.example.com", "200");
         m.registry_request("r.example.com", "429");
+        m.cycle_took(std::time::Duration::from_millis(250));
         m.cycle("unchanged");
         let text = m.encode();
+        assert!(
+            text.contains("tagflow_cycle_duration_seconds 0.25"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"tagflow_registry_requests_total{registry="r.example.com",status="200"} 2"#

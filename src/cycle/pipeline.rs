@@ -83,6 +83,8 @@ impl Reconciler {
         }
         self.cache.save(&self.registries);
         let outcome = result.as_ref().map_or(Outcome::Failed, Report::outcome);
+        // Set before the count, so whoever sees the count go up reads this cycle's time.
+        self.metrics.cycle_took(started.elapsed());
         self.metrics.cycle(outcome.label());
         self.metrics.cycle_duration(started.elapsed().as_secs_f64());
         match &result {
