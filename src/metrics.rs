@@ -75,7 +75,7 @@ pub struct Metrics {
     errors: Family<StageLabel, Counter>,
     webhooks: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
-    cycle_duration: Gauge<f64, AtomicU64>,
+    last_cycle_duration: Gauge<f64, AtomicU64>,
     leader: Gauge,
     requests_total: AtomicU64,
     infra: Infra,
@@ -137,11 +137,11 @@ impl Metrics {
             "Unix time of the last successful cycle",
             last_success.clone(),
         );
-        let cycle_duration = Gauge::<f64, AtomicU64>::default();
+        let last_cycle_duration = Gauge::<f64, AtomicU64>::default();
         registry.register(
-            "cycle_duration_seconds",
+            "last_cycle_duration_seconds",
             "Wall time of the last cycle (fetch, scan, commit, rollouts, notify)",
-            cycle_duration.clone(),
+            last_cycle_duration.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -184,7 +184,7 @@ impl Metrics {
             errors,
             webhooks,
             last_success,
-            cycle_duration,
+            last_cycle_duration,
             leader,
             requests_total: AtomicU64::new(0),
             infra,
@@ -193,7 +193,7 @@ impl Metrics {
 
     /// How long the cycle that just ended took.
     pub fn cycle_took(&self, took: std::time::Duration) {
-        self.cycle_duration.set(took.as_secs_f64());
+        self.last_cycle_duration.set(took.as_secs_f64());
     }
 
     /// Count a finished cycle (`committed`, `unchanged`, `failed`, …).
@@ -322,7 +322,7 @@ mod tests {
         m.cycle("unchanged");
         let text = m.encode();
         assert!(
-            text.contains("tagflow_cycle_duration_seconds 0.25"),
+            text.contains("tagflow_last_cycle_duration_seconds 0.25"),
             "{text}"
         );
         assert!(

@@ -99,7 +99,7 @@ pub fn timed(tagflow: &Command, log: &Path, timeout: Duration) -> Result<Once> {
 /// What `/metrics` said right after a cycle ended.
 #[derive(Debug, Clone, Copy)]
 pub struct CycleSample {
-    /// `tagflow_cycle_duration_seconds`.
+    /// `tagflow_last_cycle_duration_seconds`.
     pub took: Duration,
     /// Registry requests since the previous sample.
     pub requests: u64,
@@ -164,7 +164,7 @@ impl Agent {
         Some((
             bad,
             metric(&text, "tagflow_cycles_total").unwrap_or(0.0),
-            metric(&text, "tagflow_cycle_duration_seconds").unwrap_or(0.0),
+            metric(&text, "tagflow_last_cycle_duration_seconds").unwrap_or(0.0),
             metric(&text, "tagflow_registry_requests_total").unwrap_or(0.0),
         ))
     }
