@@ -147,7 +147,15 @@ fn bench() -> Result<()> {
     let mut setup_total = Duration::ZERO;
     section("1. Scenarios (setup, then measurements)");
     for &(nrepos, ntags) in &plan {
-        let (r, setup) = scenario(&bin, &registry, &scratch, nrepos, ntags, threads, repeat)?;
+        let (r, setup) = match scenario(&bin, &registry, &scratch, nrepos, ntags, threads, repeat) {
+            Ok(done) => done,
+            Err(e) => {
+                // What was measured before the failure is still worth its table.
+                section("Table (scenarios before the failure)");
+                print_table(&rows);
+                return Err(format!("{nrepos} × {ntags}: {e}"));
+            }
+        };
         setup_total += setup;
         rows.extend(r);
     }
