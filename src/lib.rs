@@ -28,6 +28,7 @@ pub mod rewrite;
 pub mod rollout;
 pub mod run;
 pub mod secret;
+pub mod semrange;
 pub mod server;
 pub mod smoke;
 pub mod yamlspan;

@@ -13,10 +13,9 @@ use regex::Regex;
 use crate::config::{Direction, Order, PolicyConfig};
 
 mod explain;
-mod range;
 
+pub use crate::semrange::{Range, RangeError};
 pub use explain::{NoCandidate, Screened};
-pub use range::{Range, RangeError};
 
 /// A compiled policy.
 #[derive(Debug, Clone)]

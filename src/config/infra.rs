@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::Report;
 use super::duration as humantime_serde_compat;
-use super::validate::check_repo_path;
+use super::repo_path::check_repo_path;
 use crate::secret::SecretRef;
 
 /// One terraform workspace.

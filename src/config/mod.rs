@@ -7,6 +7,7 @@ mod current;
 mod duration;
 mod environment;
 mod infra;
+mod repo_path;
 mod rollout;
 mod schedule;
 mod schema;

@@ -184,7 +184,7 @@ fn an_environment_may_name_a_directory() {
 
 #[test]
 fn repo_paths_stay_inside_the_checkout() {
-    use super::validate::check_repo_path;
+    use super::repo_path::check_repo_path;
     for bad in ["", "/etc/passwd", "a/../../b", "a//b", "..", "a\\b"] {
         assert!(check_repo_path(bad).is_err(), "{bad}");
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use regex::Regex;
 
+use super::repo_path::check_repo_path;
 use super::{Config, Order, Report};
 use crate::rewrite;
 
@@ -139,7 +140,7 @@ pub(super) fn validate(c: &Config, r: &mut Report<'_>) {
                     &pol("range"),
                     format!("images.{name}.policy.range: only used with order: semver"),
                 );
-            } else if let Err(e) = crate::policy::Range::parse(range) {
+            } else if let Err(e) = crate::semrange::Range::parse(range) {
                 r.at(
                     &pol("range"),
                     format!("images.{name}.policy.range: bad semver range {range:?}: {e}"),
@@ -295,18 +296,4 @@ fn referenced_groups(template: &str) -> Vec<String> {
     re.captures_iter(template)
         .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| m.as_str().to_owned()))
         .collect()
-}
-
-/// A path the repo controls must stay inside the checkout: relative, no `..`, no empty parts.
-pub fn check_repo_path(p: &str) -> Result<(), &'static str> {
-    if p.is_empty() {
-        return Err("is empty");
-    }
-    if p.starts_with('/') || p.contains('\\') {
-        return Err("must be relative to the repo root");
-    }
-    if p.split('/').any(|c| c == ".." || c.is_empty()) {
-        return Err("must not contain `..` or empty components");
-    }
-    Ok(())
 }
