@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 use crate::gitops;
 use crate::k8s::events::{EventSink, Step};
 use crate::k8s::leadership::Leadership;
-use crate::k8s::lease::{Elector, LeaseError};
+use crate::k8s::lease::Elector;
 use crate::k8s::observed::{Observed, observed_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
@@ -32,6 +32,8 @@ use crate::rollout::{
 use crate::smoke::SmokeChecker;
 
 pub use super::store::StateStore;
+
+mod persist;
 
 /// What rollouts remember between cycles.
 #[derive(Debug, Default)]
@@ -180,39 +182,6 @@ impl Reconciler {
         let key = format!("{}:{}", r.image, r.pinned.tag);
         let flat = format!("tagflow: {} {}: {text}", r.image, r.pinned.tag);
         self.poster.thread(&key, status_line(state, r), text, &flat);
-    }
-
-    async fn load_state(&self, ro: &Rollouts) -> Result<State, CycleError> {
-        if let Some(s) = ro.memory().state.clone() {
-            return Ok(s);
-        }
-        let text = match (ro.store, &ro.elector) {
-            (StateStore::Lease, Some(e)) => e.state().await.map(String::into_bytes),
-            _ => {
-                let read = self.repo.read_state().await?;
-                ro.memory().state_commit = read.as_ref().map(|(c, _)| *c);
-                read.map(|(_, t)| t)
-            }
-        };
-        let state = match text {
-            Some(text) => match serde_json::from_slice::<State>(&text) {
-                Ok(s) => {
-                    tracing::info!(
-                        rollouts = s.rollouts.len(),
-                        store = ?ro.store,
-                        "resumed rollout state"
-                    );
-                    s
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, store = ?ro.store, "the stored rollout state is unreadable; starting from git");
-                    State::default()
-                }
-            },
-            None => State::default(),
-        };
-        self.poster.seed_threads(&state.threads);
-        Ok(state)
     }
 
     /// A cycle on a cluster: followers only read the config; the leader runs rollouts.
@@ -523,70 +492,6 @@ impl Reconciler {
             tracing::info!(commit = %gitops::short(commit), env = %r.env, tag = %r.pinned.tag, "reverted and quarantined");
         }
         Ok(done.commit)
-    }
-
-    async fn save_state(&self, ro: &Rollouts, state: &State) {
-        let mut state = state.clone();
-        // Only threads of tags still tracked, so the annotation stays small.
-        let live: BTreeSet<String> = state
-            .rollouts
-            .values()
-            .map(|r| format!("{}:{}", r.image, r.pinned.tag))
-            .collect();
-        state.threads = self.poster.threads();
-        state.threads.retain(|k, _| live.contains(k));
-        let text = match serde_json::to_string(&state) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize the rollout state");
-                return;
-            }
-        };
-        if ro.store == StateStore::Git {
-            let base = ro.memory().state_commit;
-            let git = self
-                .current
-                .config()
-                .map(|c| c.git.clone())
-                .unwrap_or_default();
-            match self.repo.save_state(base, text.into_bytes(), git).await {
-                Ok(Some(commit)) => {
-                    let mut mem = ro.memory();
-                    mem.state = Some(state);
-                    mem.state_commit = Some(commit);
-                }
-                Ok(None) => {
-                    tracing::warn!(
-                        "another writer saved the rollout state first; reading it again next cycle"
-                    );
-                    self.metrics.error("state");
-                    ro.forget();
-                }
-                Err(e) => {
-                    // Keep it in memory and try again next cycle; git holds the values meanwhile.
-                    tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
-                    ro.memory().state = Some(state);
-                }
-            }
-            return;
-        }
-        let Some(elector) = &ro.elector else {
-            return;
-        };
-        match elector.save_state(&text).await {
-            Ok(()) => ro.memory().state = Some(state),
-            Err(LeaseError::NotLeader) => {
-                tracing::warn!(
-                    "lost the Lease before saving the rollout state; the new leader goes on from git and its state"
-                );
-                ro.forget();
-            }
-            Err(e) => {
-                // Keep it in memory and try again next cycle; git holds the values meanwhile.
-                tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
-                ro.memory().state = Some(state);
-            }
-        }
     }
 }
 
