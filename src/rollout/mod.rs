@@ -124,6 +124,9 @@ pub struct Rollout {
     /// Why the last transition happened (failure message when failed).
     #[serde(default)]
     pub reason: String,
+    /// Awaiting approval by merge: the promotion pull request to merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<String>,
 }
 
 impl Rollout {
@@ -147,6 +150,7 @@ impl Rollout {
             started: now,
             smoke_failures: 0,
             reason: String::new(),
+            pull_request: None,
         }
     }
 

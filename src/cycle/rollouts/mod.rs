@@ -17,7 +17,7 @@ use chrono::Utc;
 use git2::Oid;
 use tokio::sync::Notify;
 
-use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope};
+use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope, propose};
 use crate::config::{self, Config};
 use crate::gitops;
 use crate::k8s::events::{EventSink, Step};
@@ -233,6 +233,17 @@ impl Reconciler {
             per_env.entry(env).or_default().extend(m);
         }
         per_env.retain(|_, m| !m.is_empty());
+        // Environments in pull-request mode get their change on a branch; the promotions
+        // gated by a merge are proposed there too, and approved once merged.
+        let (per_env, branched) = propose::split(&cfg, per_env);
+        let (gated, gated_keys) = {
+            let g = propose::merge_gated(&cfg, &state, &gates);
+            let keys: BTreeSet<propose::Key> = g
+                .iter()
+                .flat_map(|(e, m)| m.keys().map(move |i| (e.clone(), i.clone())))
+                .collect();
+            (g, keys)
+        };
         let (commit, changes, at) = if per_env.is_empty() {
             (None, Vec::new(), head)
         } else if !ro.is_leader().await {
@@ -246,6 +257,29 @@ impl Reconciler {
                 .await?;
             (c.commit, c.changes, c.head)
         };
+        let mut proposals_in = branched.clone();
+        for (env, m) in gated {
+            let slot = proposals_in.entry(env).or_default();
+            for (image, d) in m {
+                slot.entry(image).or_insert(d);
+            }
+        }
+        let stale = propose::stale_promotions(&cfg, &state, &proposals_in);
+        let proposed = self
+            .propose(&cfg, at, proposals_in, (&gated_keys, &stale))
+            .await;
+        // Rollouts follow what the target carries: a branch's values once they landed there.
+        let mut per_env = per_env;
+        for (env, m) in branched {
+            for (image, d) in m {
+                if proposed.landed.contains(&(env.clone(), image.clone())) {
+                    per_env.entry(env.clone()).or_default().insert(image, d);
+                }
+            }
+        }
+        let merged: BTreeSet<propose::Key> =
+            gated_keys.intersection(&proposed.landed).cloned().collect();
+        self.note_merge_requests(&cfg, &mut state, &gated_keys, &proposed);
         let from_git = self.found_in_git(&state, &per_env, at).await;
         let reg = register(
             &cfg,
@@ -265,13 +299,13 @@ impl Reconciler {
         if let Some(c) = commit {
             self.announce_rollouts(&cfg, ro, &state, (&reg.started, &changes), c);
         }
-        let (wake, errors) = self.advance(&cfg, ro, &gates, &mut state).await;
+        let (wake, mut errors) = self.advance(&cfg, ro, (&gates, &merged), &mut state).await;
+        errors.extend(proposed.errors);
         if state == before {
             ro.memory().state = Some(state);
         } else {
             self.save_state(ro, &state).await;
         }
-        let mut errors = errors;
         if let Some(pos) = errors.iter().position(
             |e| matches!(e, RolloutError::Release { source, .. } if source.is_transient()),
         ) && let RolloutError::Release { source, .. } = errors.swap_remove(pos)
@@ -340,7 +374,7 @@ impl Reconciler {
         &self,
         cfg: &Arc<Config>,
         ro: &Rollouts,
-        gates: &config::Gates,
+        (gates, merged): (&config::Gates, &BTreeSet<propose::Key>),
         state: &mut State,
     ) -> (Option<Duration>, Vec<RolloutError>) {
         let mut wake: Option<Duration> = None;
@@ -360,10 +394,10 @@ impl Reconciler {
             let env = &cfg.environments[&r.env];
             let needs = rollout::needs(&r, &policy);
             let mut obs = Observation {
-                approved: policy
-                    .downstream
-                    .as_ref()
-                    .is_some_and(|g| gates.approved(&g.to, &r.image, &r.pinned.tag)),
+                approved: policy.downstream.as_ref().is_some_and(|g| {
+                    gates.approved(&g.to, &r.image, &r.pinned.tag)
+                        || (g.by_pull_request && merged.contains(&(g.to.clone(), r.image.clone())))
+                }),
                 ..Observation::default()
             };
             if needs.release
@@ -492,6 +526,45 @@ impl Reconciler {
             tracing::info!(commit = %gitops::short(commit), env = %r.env, tag = %r.pinned.tag, "reverted and quarantined");
         }
         Ok(done.commit)
+    }
+}
+
+impl Reconciler {
+    /// Record on each rollout awaiting a merge which PR approves it, and say so once in its
+    /// thread (the status page reads it from the state).
+    fn note_merge_requests(
+        &self,
+        cfg: &Config,
+        state: &mut State,
+        gated: &BTreeSet<propose::Key>,
+        proposed: &propose::Proposed,
+    ) {
+        for key @ (env, image) in gated {
+            let Some((_, Some(url))) = proposed.waiting.get(key) else {
+                continue;
+            };
+            let Some(src) = cfg
+                .environments
+                .get(env)
+                .and_then(|e| e.promote_from.as_deref())
+            else {
+                continue;
+            };
+            let skey = State::key(src, image);
+            let Some(r) = state.rollouts.get_mut(&skey) else {
+                continue;
+            };
+            if r.pull_request.as_deref() == Some(url.as_str()) {
+                continue;
+            }
+            r.pull_request = Some(url.clone());
+            let r = r.clone();
+            let text = format!(
+                "{src}: promotion of {} to {env} is waiting in {url}: merge it to approve",
+                r.pinned.tag
+            );
+            self.rollout_post(state, &r, &text);
+        }
     }
 }
 
