@@ -437,3 +437,117 @@ impl Reconciler {
         Ok(url)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Phase, Pinned, Rollout, State};
+
+    const CONFIG: &str = "images:\n  app: {repository: r.example.com/team/app, policy: {tags: '.*', order: built}}\n  web: {repository: r.example.com/team/web, policy: {tags: '.*', order: built}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    push: {branch: 'tagflow/{env}-{image}'}\n  staging: {file: envs/staging/patch.yaml, promoteFrom: dev}\n  prod:\n    file: envs/prod/patch.yaml\n    promoteFrom: staging\n    gate: {approval: pullRequest}\n    push: {branch: 'tagflow/{env}'}\n    pullRequest: {provider: gitea, tokenFile: /t, apiUrl: 'https://gitea.example.com/api/v1'}\n";
+
+    fn desired(image: &str, tag: &str) -> plan::Desired {
+        plan::Desired {
+            image: image.into(),
+            repository: format!("r.example.com/team/{image}"),
+            tag: tag.into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            reason: "test".into(),
+        }
+    }
+
+    fn both(tag: &str) -> BTreeMap<String, plan::Desired> {
+        ["app", "web"]
+            .into_iter()
+            .map(|i| (i.to_owned(), desired(i, tag)))
+            .collect()
+    }
+
+    #[test]
+    fn branches_per_image_or_one_per_environment() {
+        let _allow = crate::egress::test_lock("gitea.example.com");
+        let cfg = crate::config::parse("c", CONFIG).expect("config");
+        let per_env = PerEnv::from([
+            ("dev".to_owned(), both("b2c3d4e")),
+            ("staging".to_owned(), both("a1b2c3d")),
+            ("prod".to_owned(), both("a1b2c3d")),
+        ]);
+        let (direct, branched) = split(&cfg, per_env);
+        assert_eq!(direct.keys().collect::<Vec<_>>(), ["staging"]);
+        let plans = branch_plans(&cfg, &branched);
+        let names: Vec<(&str, usize)> = plans
+            .iter()
+            .map(|(p, _, keys)| (p.branch.as_str(), keys.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("tagflow/dev-app", 1),
+                ("tagflow/dev-web", 1),
+                ("tagflow/prod", 2)
+            ],
+            "{{image}} gives a branch per image; without it prod's branch carries both"
+        );
+    }
+
+    #[test]
+    fn merge_gated_and_stale_promotions_follow_the_source() {
+        let _allow = crate::egress::test_lock("gitea.example.com");
+        let cfg = crate::config::parse("c", CONFIG).expect("config");
+        let mut state = State::default();
+        let pinned = Pinned {
+            tag: "a1b2c3d".into(),
+            digest: "sha256:1".into(),
+        };
+        let mut r = Rollout::committed("staging", "app", pinned, None, "c0", chrono::Utc::now());
+        r.phase = Phase::AwaitingApproval;
+        state
+            .rollouts
+            .insert(State::key("staging", "app"), r.clone());
+        let gates = config::Gates::default();
+        let g = merge_gated(&cfg, &state, &gates);
+        assert_eq!(g["prod"]["app"].tag, "a1b2c3d");
+        assert!(stale_promotions(&cfg, &state, &g).is_empty());
+        let quarantined = config::Gates {
+            quarantine: vec![config::QuarantineEntry {
+                image: "app".into(),
+                tag: "a1b2c3d".into(),
+                reason: String::new(),
+                at: String::new(),
+            }],
+            ..config::Gates::default()
+        };
+        assert!(merge_gated(&cfg, &state, &quarantined).is_empty());
+        // Staging moved on to a newer tag: prod's branch proposes nothing anyone wants.
+        r.phase = Phase::Soaking;
+        state.rollouts.insert(State::key("staging", "app"), r);
+        assert!(merge_gated(&cfg, &state, &gates).is_empty());
+        assert_eq!(
+            stale_promotions(&cfg, &state, &PerEnv::new()),
+            [("prod".to_owned(), "app".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_pr_text_is_the_change_list_and_stable() {
+        let p = Prepared {
+            edits: Vec::new(),
+            message: "tagflow: prod app → b2c3d4e\n\nbody\n".into(),
+            changes: vec![plan::EnvChange {
+                env: "prod".into(),
+                change: crate::rewrite::Change {
+                    file: "envs/prod/patch.yaml".into(),
+                    image: "app".into(),
+                    field: crate::rewrite::Field::Tag,
+                    line: 3,
+                    old: "a1b2c3d".into(),
+                    new: "b2c3d4e".into(),
+                },
+            }],
+        };
+        let (title, body) = pr_text("prod", "main", &p, true);
+        assert_eq!(title, "tagflow: prod app → b2c3d4e");
+        assert!(body.contains("- prod app tag: a1b2c3d → b2c3d4e (envs/prod/patch.yaml:3)\n"));
+        assert!(body.contains("Merging this pull request is the approval"));
+        assert_eq!(pr_text("prod", "main", &p, true), (title, body));
+    }
+}
