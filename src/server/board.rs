@@ -153,3 +153,36 @@ pub fn pending(config: &Config, gates: &Gates, state: &State) -> Vec<PendingAppr
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Pinned, Rollout};
+
+    #[test]
+    fn a_merge_gate_names_the_pull_request_to_merge() {
+        let _allow = crate::egress::test_lock("api.github.com");
+        let cfg = crate::config::parse(
+            "c",
+            "images:\n  app: {repository: r.example.com/team/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {file: d.yaml}\n  prod:\n    file: p.yaml\n    promoteFrom: dev\n    gate: {approval: pullRequest}\n    push: {branch: 'tagflow/{env}'}\n    pullRequest: {provider: github, tokenFile: /t}\n",
+        )
+        .expect("config");
+        let pinned = Pinned {
+            tag: "0f1e2d3".into(),
+            digest: String::new(),
+        };
+        let mut r = Rollout::committed("dev", "app", pinned, None, "c0", Utc::now());
+        r.phase = Phase::AwaitingApproval;
+        let mut state = State::default();
+        state.rollouts.insert(State::key("dev", "app"), r.clone());
+        let p = pending(&cfg, &Gates::default(), &state);
+        assert_eq!(
+            p[0].command,
+            "merge the promotion pull request tagflow opens for prod"
+        );
+        r.pull_request = Some("https://github.com/org/config/pull/7".into());
+        state.rollouts.insert(State::key("dev", "app"), r);
+        let p = pending(&cfg, &Gates::default(), &state);
+        assert_eq!(p[0].command, "merge https://github.com/org/config/pull/7");
+    }
+}
