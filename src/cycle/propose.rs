@@ -199,9 +199,9 @@ pub fn pr_text(env: &str, target: &str, p: &Prepared, gated: bool) -> (String, S
     } else {
         body.push_str("Merging this pull request deploys these values.\n");
     }
-    let _ = write!(
+    let _ = writeln!(
         body,
-        "tagflow rebuilds this branch on `{target}` as it moves, and closes this pull request when a newer change supersedes it or `{target}` already has the values.\n"
+        "tagflow rebuilds this branch on `{target}` as it moves, and closes this pull request when a newer change supersedes it or `{target}` already has the values."
     );
     (title, body)
 }
@@ -260,7 +260,7 @@ impl Reconciler {
             let result = match decision {
                 Ok(d) => {
                     let gated = keys.iter().any(|k| gated.contains(k));
-                    self.bring_up(cfg, &env, &branch, d, gated, &keys, &mut out)
+                    self.bring_up(cfg, (&env, &branch), d, (gated, &keys), &mut out)
                         .await
                 }
                 Err(e) => Err(e.into()),
@@ -276,15 +276,12 @@ impl Reconciler {
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn bring_up(
         &self,
         cfg: &Config,
-        env: &str,
-        branch: &str,
+        (env, branch): (&str, &str),
         decision: Decision,
-        gated: bool,
-        keys: &[Key],
+        (gated, keys): (bool, &[Key]),
         out: &mut Proposed,
     ) -> Result<(), ProposeError> {
         let target = self.repo.opts.branch.clone();
