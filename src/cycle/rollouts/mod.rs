@@ -265,6 +265,12 @@ impl Reconciler {
             }
         }
         let stale = propose::stale_promotions(&cfg, &state, &proposals_in);
+        let proposing = !proposals_in.is_empty() || !stale.is_empty();
+        if proposing && !ro.is_leader().await {
+            // Lost the Lease during this cycle: push no branch; the new leader proposes.
+            ro.forget();
+            return Ok(follower_report(head));
+        }
         let proposed = self
             .propose(&cfg, at, proposals_in, (&gated_keys, &stale))
             .await;
