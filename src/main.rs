@@ -167,6 +167,11 @@ enum Command {
         #[arg(value_enum)]
         shell: tagflow::completions::Shell,
     },
+    /// Print the JSON Schema of config/tagflow.yaml (the committed copy is
+    /// config/tagflow.schema.json): `tagflow schema > config/tagflow.schema.json` and start the
+    /// config with `# yaml-language-server: $schema=./tagflow.schema.json` so editors check
+    /// names, types and enums as you type. `tagflow check` still does the whole-config checks.
+    Schema,
     /// Render an infra workspace's inventory from its current terraform outputs and commit it
     /// if it changed (plans and applies nothing).
     Inventory {
@@ -255,6 +260,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::ImportFlux { paths, root } => commands::import_flux(&paths, &root)?,
+        Command::Schema => {
+            print!("{}", tagflow::config::config_schema_json());
+            commands::EXIT_OK
+        }
         Command::Completions { shell } => {
             print!("{}", tagflow::completions::generate(shell, &Cli::command()));
             commands::EXIT_OK
