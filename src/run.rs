@@ -89,6 +89,7 @@ pub async fn run(
             repo: reconciler.repo.clone(),
             current: reconciler.current.clone(),
             token: opts.status_token.clone(),
+            activity: reconciler.activity.clone(),
         })),
     });
     if let Ok(addr) = listener.local_addr() {
@@ -116,6 +117,7 @@ pub async fn run(
         current: reconciler.current.clone(),
         poster: reconciler.poster.clone(),
         metrics: metrics.clone(),
+        activity: reconciler.activity.clone(),
     });
     let watcher_task = tokio::spawn(watcher.run(loop_stop.clone()));
     run_loop(reconciler.clone(), ready, rx, loop_stop.clone()).await;

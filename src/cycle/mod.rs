@@ -289,6 +289,8 @@ pub struct Reconciler {
     pub current: Arc<config::Current>,
     /// Slack, with the settings in force.
     pub poster: Poster,
+    /// The last error of each stage, for the status page.
+    pub activity: Arc<crate::activity::Activity>,
     /// Which of tagflow's commits were announced.
     announcer: announce::Announcer,
     cache: CacheFile,
@@ -336,6 +338,7 @@ impl Reconciler {
             registries,
             current,
             poster,
+            activity: crate::activity::Activity::new(),
         })
     }
 

@@ -87,6 +87,7 @@ impl Reconciler {
         self.metrics.cycle_took(started.elapsed());
         self.metrics.cycle(outcome.label());
         self.metrics.cycle_duration(started.elapsed().as_secs_f64());
+        self.record_activity(&result);
         match &result {
             Ok(r) if matches!(outcome, Outcome::Partial) => {
                 let text = r.failures().join("\n");
@@ -100,6 +101,45 @@ impl Reconciler {
             Err(e) => self.alerts.failed(&e.key(), &e.to_string()),
         }
         result
+    }
+
+    /// The status page's "last error per stage": what failed, and what this cycle proved works.
+    fn record_activity(&self, result: &Result<Report, CycleError>) {
+        use crate::activity::stage;
+        let now = chrono::Utc::now();
+        let a = &self.activity;
+        match result {
+            Ok(r) if r.follower => a.worked(stage::GIT, now),
+            Ok(r) => {
+                let scans: Vec<String> = r
+                    .image_errors
+                    .iter()
+                    .map(|(image, e)| format!("image {image}: {e}"))
+                    .collect();
+                let rollouts: Vec<String> =
+                    r.rollout_errors.iter().map(ToString::to_string).collect();
+                for (stage, lines) in [(stage::SCAN, &scans), (stage::ROLLOUT, &rollouts)] {
+                    if lines.is_empty() {
+                        a.worked(stage, now);
+                    } else {
+                        a.failed(stage, &lines.join("\n"), now);
+                    }
+                }
+                for s in [stage::GIT, stage::COMMIT, stage::CLUSTER] {
+                    a.worked(s, now);
+                }
+            }
+            Err(e) => {
+                let s = match e {
+                    CycleError::Config(_) | CycleError::NoConfig(_) => stage::CONFIG,
+                    CycleError::Git(_) => stage::GIT,
+                    CycleError::Commit(_) => stage::COMMIT,
+                    CycleError::Images(_) => stage::SCAN,
+                    CycleError::Cluster(_) | CycleError::NoCluster(_) => stage::CLUSTER,
+                };
+                a.failed(s, &e.to_string(), now);
+            }
+        }
     }
 
     async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
