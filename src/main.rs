@@ -91,6 +91,10 @@ struct RepoArgs {
     /// File holding the password or token for http(s):// repos (or set TAGFLOW_GIT_PASSWORD).
     #[arg(long, env = "TAGFLOW_GIT_PASSWORD_FILE", global = true)]
     git_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for https:// git remotes besides the system roots
+    /// (a self-hosted GitLab or Gitea behind a private CA); the config repo and app sources.
+    #[arg(long, env = "TAGFLOW_GIT_CA_FILE", global = true)]
+    git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +232,12 @@ fn main() -> ExitCode {
     tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
     if let Err(e) = tagflow::egress::set(Some(&cli.secret_hosts)) {
         eprintln!("tagflow: --secret-hosts: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(ca) = &cli.repo.git_ca_file
+        && let Err(e) = tagflow::gitops::trust_ca_file(ca)
+    {
+        eprintln!("tagflow: --git-ca-file: {e}");
         return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Runtime::new() {
