@@ -379,19 +379,25 @@ mod tests {
     }
 
     fn refused() -> SelectError {
-        SelectError::Registry(RegistryError::Transport {
+        refused_because("connection refused")
+    }
+
+    fn refused_because(reason: &str) -> SelectError {
+        RegistryError::Transport {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-            reason: "connection refused".into(),
+            reason: reason.into(),
             timeout: false,
-        })
+        }
+        .into()
     }
 
     fn unauthorized() -> SelectError {
-        SelectError::Registry(RegistryError::Unauthorized {
+        RegistryError::Unauthorized {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-        })
+        }
+        .into()
     }
 
     #[test]
@@ -429,10 +435,7 @@ mod tests {
     #[test]
     fn failure_keys_ignore_what_varies_in_the_text() {
         let a = report(vec![("app".into(), refused())]);
-        let mut other = refused();
-        if let SelectError::Registry(RegistryError::Transport { reason, .. }) = &mut other {
-            *reason = "connection refused (os error 111) at 127.0.0.1:40213".into();
-        }
+        let other = refused_because("connection refused (os error 111) at 127.0.0.1:40213");
         let b = report(vec![("app".into(), other)]);
         assert_eq!(a.failure_key(), b.failure_key());
         assert_ne!(

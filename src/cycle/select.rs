@@ -13,7 +13,7 @@ use crate::gitops::{self, GitAuth, GitError, RepoOptions};
 use crate::metrics::Metrics;
 use crate::plan::Desired;
 use crate::policy::{Facts, NoCandidate, Policy, PolicyError};
-use crate::registry::{Registries, RegistryError};
+use crate::registry::{Registries, RegistryError, Scan};
 
 /// How soon to rescan after a listed tag could not be read.
 pub const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
@@ -23,9 +23,9 @@ const UNREADABLE_TRIES: u32 = 5;
 /// Why no tag could be selected for an image.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
-    /// The registry failed or refused.
+    /// The registry failed or refused (shared by every image the failed request served).
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(#[from] Arc<RegistryError>),
     /// The policy refused (bad regex, no tag qualifies).
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -54,7 +54,7 @@ impl SelectError {
     /// A stable identity for alerts (the kind, not the text).
     pub fn kind(&self) -> String {
         match self {
-            Self::Registry(e) => match e {
+            Self::Registry(e) => match &**e {
                 RegistryError::Setup(_) => "registry:setup".into(),
                 RegistryError::Credentials { .. } => "registry:credentials".into(),
                 RegistryError::Unauthorized { .. } => "registry:unauthorized".into(),
@@ -73,6 +73,12 @@ impl SelectError {
             Self::NoSource => "no-source".into(),
             Self::Source(e) => format!("source:{}", e.kind()),
         }
+    }
+}
+
+impl From<RegistryError> for SelectError {
+    fn from(e: RegistryError) -> Self {
+        Self::Registry(Arc::new(e))
     }
 }
 
@@ -176,9 +182,15 @@ impl Selector {
                 Scope::Images(set) => set.contains(*name),
             })
             .collect();
-        let results =
-            futures::future::join_all(names.iter().map(|name| self.select_one(cfg, gates, name)))
-                .await;
+        // One listing per repository and one resolution per tag, shared by every image (and
+        // environment) naming it: 10,000 images on one repository cost one tags request.
+        let scan = self.registries.scan(cfg);
+        let results = futures::future::join_all(
+            names
+                .iter()
+                .map(|name| self.select_one(cfg, &scan, gates, name)),
+        )
+        .await;
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, result) in names.into_iter().zip(results) {
@@ -201,12 +213,13 @@ impl Selector {
     async fn select_one(
         &self,
         cfg: &Config,
+        scan: &Scan<'_>,
         gates: &Gates,
         name: &str,
     ) -> Result<Desired, SelectError> {
         let img = &cfg.images[name];
         let policy = Policy::compile(&img.policy)?;
-        let tags = self.registries.list_tags(cfg, &img.repository).await?;
+        let tags = scan.list_tags(&img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
         let quarantined = gates.quarantined_tags(name);
         let mut screened = policy.screen(tags.iter().map(String::as_str));
@@ -220,17 +233,18 @@ impl Selector {
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         // Build times serve `order: built` and `minAge`, whatever the order.
         if policy.needs_build_time() {
-            let metas = futures::future::join_all(qualified.iter().map(|q| {
-                self.registries
-                    .resolve(cfg, &img.repository, &q.tag, &img.platform)
-            }))
+            let metas = futures::future::join_all(
+                qualified
+                    .iter()
+                    .map(|q| scan.resolve(&img.repository, &q.tag, &img.platform)),
+            )
             .await;
             for (q, meta) in qualified.iter().zip(metas) {
                 match meta {
                     Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
                     // Listed but not readable: deleted since the listing, or — right after
                     // a push notification — not stored yet. Not a candidate now; look again.
-                    Err(RegistryError::NotFound(_)) => self
+                    Err(e) if matches!(*e, RegistryError::NotFound(_)) => self
                         .unreadable
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -257,9 +271,8 @@ impl Selector {
             }
         }
         let decision = policy.select(&screened, &facts, chrono::Utc::now())?;
-        let meta = self
-            .registries
-            .resolve(cfg, &img.repository, &decision.tag, &img.platform)
+        let meta = scan
+            .resolve(&img.repository, &decision.tag, &img.platform)
             .await?;
         for (tag, why) in &decision.skipped {
             tracing::debug!(image = %name, tag = %tag, reason = %why, "tag skipped");
