@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::Scope;
 use crate::config::{Config, Gates, Order};
@@ -82,6 +83,12 @@ impl From<RegistryError> for SelectError {
     }
 }
 
+/// The scan was cancelled because tagflow is shutting down: nothing was selected, so nothing
+/// of this cycle is committed.
+#[derive(Debug, thiserror::Error)]
+#[error("scan cancelled: shutting down before anything was committed")]
+pub struct Cancelled;
+
 /// Tags a registry listed but answered 404 for. A registry notifies before a pushed manifest is
 /// readable, so a webhook scan can land in that gap; a few quick rescans close it, and the
 /// count keeps a permanently broken tag from causing a rescan every second.
@@ -110,6 +117,9 @@ impl Unreadable {
     }
 }
 
+/// The desired image per name, and the images that could not be scanned.
+pub type Selected = (BTreeMap<String, Desired>, Vec<(String, SelectError)>);
+
 /// What selection needs: the registries, and a work dir for the source repos of `order: git`.
 #[derive(Debug)]
 pub struct Selector {
@@ -120,6 +130,9 @@ pub struct Selector {
     /// `host[:port]` of the config repo: the one host git credentials always go to.
     repo_host: Option<String>,
     unreadable: Mutex<Unreadable>,
+    /// Cancelled on shutdown: a scan in progress stops at once (a stalled registry must not
+    /// hold the process), while a commit being pushed is outside the scan and finishes.
+    stop: CancellationToken,
 }
 
 impl Selector {
@@ -132,6 +145,7 @@ impl Selector {
             auth: opts.auth.clone(),
             repo_host: crate::egress::authority(&opts.url),
             unreadable: Mutex::new(Unreadable::default()),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -163,14 +177,27 @@ impl Selector {
             .take_retry()
     }
 
+    /// Stop the scan in progress and every later one ([`Cancelled`]).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Scan the registry and pick the desired image for each image in scope; quarantined tags
-    /// are never picked.
+    /// are never picked. [`Cancelled`] once [`Selector::stop`] was called, even mid-request.
     pub async fn select(
         &self,
         cfg: &Config,
         gates: &Gates,
         scope: &Scope,
-    ) -> (BTreeMap<String, Desired>, Vec<(String, SelectError)>) {
+    ) -> Result<Selected, Cancelled> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(Cancelled),
+            selected = self.select_all(cfg, gates, scope) => Ok(selected),
+        }
+    }
+
+    async fn select_all(&self, cfg: &Config, gates: &Gates, scope: &Scope) -> Selected {
         // Every image at once: the registry's own limiter (`concurrency`, `rateLimit`) bounds
         // what is in flight, not the number of images. Results are read back in config order,
         // so logs and commit messages do not depend on which answer came first.
