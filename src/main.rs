@@ -100,8 +100,8 @@ struct RepoArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run cycles forever: every `interval`, and at once when a registry webhook names an image.
-    /// Serves /healthz, /readyz, /metrics and POST /webhook/registry. SIGTERM finishes the
-    /// cycle in progress (a commit is never cut in half), then exits.
+    /// Serves /healthz, /readyz, /metrics and POST /webhook/registry. SIGTERM cancels a
+    /// registry scan in progress at once, lets a commit being pushed finish, then exits.
     Run {
         /// Address for the HTTP server.
         #[arg(long, env = "TAGFLOW_LISTEN", default_value = "0.0.0.0:8080")]

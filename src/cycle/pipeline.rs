@@ -59,6 +59,7 @@ pub fn log_outcome(result: &Result<Report, CycleError>) {
                 );
             }
         },
+        Err(CycleError::Cancelled(e)) => tracing::info!("cycle stopped: {e}"),
         Err(e) => tracing::error!(error = %e, transient = e.is_transient(), "cycle failed"),
     }
 }
@@ -70,6 +71,10 @@ impl Reconciler {
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
         let started = std::time::Instant::now();
         let mut result = self.cycle_inner(scope).await;
+        if let Err(CycleError::Cancelled(_)) = &result {
+            // Shutting down mid-scan is neither a failure to alert on nor a cycle to count.
+            return result;
+        }
         if let Ok(r) = &mut result
             && self.selector.take_retry()
         {
@@ -153,7 +158,7 @@ impl Reconciler {
         // Commits of earlier cycles (or processes) not announced yet.
         self.announce(head).await;
         let gates = self.current.gates();
-        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await?;
         let mut report = Report {
             head,
             commit: None,
@@ -188,7 +193,7 @@ impl Reconciler {
     pub async fn plan(&self) -> Result<Option<(String, String)>, CycleError> {
         let (head, cfg) = self.refresh().await?;
         let gates = self.current.gates();
-        let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await;
+        let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await?;
         if !errors.is_empty() {
             return Err(CycleError::Images(errors));
         }
