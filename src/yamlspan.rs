@@ -322,12 +322,19 @@ impl<'a> Builder<'a> {
                         at("cannot locate the quoted scalar in the source".to_string())
                     })?;
                 }
-                // The parser reports an absent value (`key:`) as a plain "~" with an empty span.
-                if node.span.is_empty() && style == ScalarStyle::Plain {
+                // The parser reports an absent value (`key:`) as a plain "~" with an empty span —
+                // or, for `{a}`, `? a` and an empty document, with the span of the next token
+                // (`}`, `? `, `---`; found by fuzzing). Either way there is no text: say so.
+                let absent = style == ScalarStyle::Plain
+                    && (node.span.is_empty()
+                        || (value_is_tilde(&node.kind)
+                            && self.src.get(node.span.clone()) != Some("~")));
+                if absent {
                     node.kind = NodeKind::Scalar {
                         value: String::new(),
                         style,
                     };
+                    node.span.end = node.span.start;
                 }
                 self.push(node)?;
             }
@@ -413,6 +420,10 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+fn value_is_tilde(kind: &NodeKind) -> bool {
+    matches!(kind, NodeKind::Scalar { value, .. } if value == "~")
 }
 
 /// Byte offset just past the closing quote of the quoted scalar starting at `start`.
