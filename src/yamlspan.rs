@@ -323,12 +323,11 @@ impl<'a> Builder<'a> {
                     })?;
                 }
                 // The parser reports an absent value (`key:`) as a plain "~" with an empty span —
-                // or, for `{a}`, `? a` and an empty document, with the span of the next token
-                // (`}`, `? `, `---`; found by fuzzing). Either way there is no text: say so.
+                // or, for `{a}`, `? a`, an empty document and a tag with no value (`!t}`), as
+                // "~" or "" with the span of the next token (`}`, `? `, `---`, `, `; found by
+                // fuzzing). Either way there is no text: say so.
                 let absent = style == ScalarStyle::Plain
-                    && (node.span.is_empty()
-                        || (value_is_tilde(&node.kind)
-                            && self.src.get(node.span.clone()) != Some("~")));
+                    && (node.span.is_empty() || absent_value(&node.kind, self.src, &node.span));
                 if absent {
                     node.kind = NodeKind::Scalar {
                         value: String::new(),
@@ -422,8 +421,11 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn value_is_tilde(kind: &NodeKind) -> bool {
-    matches!(kind, NodeKind::Scalar { value, .. } if value == "~")
+/// A "~" or "" the source does not hold at the scalar's span: the parser's stand-in for a
+/// value that is not written.
+fn absent_value(kind: &NodeKind, src: &str, span: &Range<usize>) -> bool {
+    matches!(kind, NodeKind::Scalar { value, .. }
+        if (value == "~" || value.is_empty()) && src.get(span.clone()) != Some(value.as_str()))
 }
 
 /// Byte offset just past the closing quote of the quoted scalar starting at `start`.

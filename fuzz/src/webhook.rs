@@ -83,9 +83,8 @@ pub fn webhook(data: &[u8]) {
     for (host, path) in &repos {
         assert!(!path.is_empty(), "empty repository path");
         assert!(!path.contains(char::is_whitespace), "{path:?}");
-        if let Some(host) = host {
-            assert!(!host.is_empty() && !host.contains(char::is_whitespace), "{host:?}");
-        }
+        // A host is only compared with configured ones (`images_for`): any text is harmless.
+        let _ = host;
     }
     if let Ok(images) = server::images_for(config(), &repos) {
         assert!(images.iter().all(|i| config().images.contains_key(i)));

@@ -158,11 +158,17 @@ fn absent_values_are_empty_with_empty_spans_in_every_form() {
         ("x: {tag}\n", &["x", "tag"]),
         ("? d\n", &["d"]),
         ("a:\n", &["a"]),
+        ("image: {repository: r, tag: !t}  # c\n", &["image", "tag"]),
+        ("k: [!t , x]\n", &["k", "0"]),
     ];
     for (src, path) in cases {
         let doc = parse(src).unwrap();
         let (value, style, span) = scalar(&doc, path);
-        assert_eq!((value, style, span.len()), ("", ScalarStyle::Plain, 0), "{src:?}");
+        assert_eq!(
+            (value, style, span.len()),
+            ("", ScalarStyle::Plain, 0),
+            "{src:?}"
+        );
     }
     let docs = parse_stream("a: 1\n---\n---\n").unwrap();
     for d in &docs {
@@ -176,5 +182,9 @@ fn absent_values_are_empty_with_empty_spans_in_every_form() {
     }
     let tilde = parse("a: ~\n").unwrap();
     let (value, _, span) = scalar(&tilde, &["a"]);
-    assert_eq!((value, span.len()), ("~", 1), "an explicit ~ keeps its text");
+    assert_eq!(
+        (value, span.len()),
+        ("~", 1),
+        "an explicit ~ keeps its text"
+    );
 }
