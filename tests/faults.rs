@@ -285,6 +285,16 @@ fn disk_full_then_freed() {
         |_| std::fs::remove_file(&filler).expect("free the disk"),
         false,
     );
+    let alerts: Vec<String> = w
+        .slack
+        .all()
+        .into_iter()
+        .filter(|t| t.contains("a cycle failed"))
+        .collect();
+    assert!(
+        alerts.iter().any(|t| t.contains("No space left on device")),
+        "the alert names the full disk: {alerts:#?}"
+    );
 }
 
 /// Write `path` until the file system says it is full.
@@ -324,8 +334,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A writer pushing to the same branch over smart HTTP as fast as it can while a new tag
-/// waits: tagflow lands its commit once, and every commit the writer pushed is still there.
+/// A writer pushing to the same branch over smart HTTP as fast as it can for 5 s while a new
+/// tag waits: tagflow lands its commit once (during the race or right after it), and every
+/// commit the writer pushed is still there. How long tagflow can be starved by a writer that
+/// never stops is issue 11 §3's measure, not this fault's.
 #[test]
 #[ignore = "real servers: run by scripts/test"]
 fn a_racing_writer_loses_nothing() {
@@ -334,52 +346,44 @@ fn a_racing_writer_loses_nothing() {
     let clone = w.local.dir.path().join("writer");
     let url = w.git.url_with_credentials();
     testbed::git(w.local.dir.path(), &["clone", "-q", &url, "writer"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
+    w.add_tag("101");
+    let race = Instant::now();
     let writer = std::thread::spawn(move || {
+        let git = |args: &[&str]| testbed::try_git(&clone, args, &[]).is_ok();
         let mut pushed = Vec::new();
-        for i in 0.. {
-            if s.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
-            std::fs::write(clone.join("writer.txt"), format!("{i}\n")).expect("write");
-            testbed::git(&clone, &["add", "writer.txt"]);
+        let mut i = 0;
+        while race.elapsed() < Duration::from_secs(5) {
+            i += 1;
             let msg = format!("writer {i}");
-            testbed::git(&clone, &["commit", "-q", "-m", &msg]);
-            match testbed::try_git(&clone, &["push", "-q", "origin", "HEAD:main"], &[]) {
-                Ok(_) => pushed.push(msg),
-                Err(_) => {
-                    let _ = testbed::try_git(
-                        &clone,
-                        &["pull", "-q", "--rebase", "origin", "main"],
-                        &[],
-                    );
-                    if testbed::try_git(&clone, &["push", "-q", "origin", "HEAD:main"], &[]).is_ok()
-                    {
-                        pushed.push(msg);
-                    }
-                }
+            let _ = std::fs::write(clone.join("writer.txt"), format!("{i}\n"));
+            if !(git(&["add", "writer.txt"]) && git(&["commit", "-q", "-m", &msg])) {
+                continue;
+            }
+            let landed = git(&["push", "-q", "origin", "HEAD:main"])
+                || (git(&["pull", "-q", "--rebase", "origin", "main"])
+                    && git(&["push", "-q", "origin", "HEAD:main"]));
+            if landed {
+                pushed.push(msg);
             }
         }
         pushed
     });
-    std::thread::sleep(Duration::from_secs(1));
-    w.add_tag("101");
-    w.wait_committed("101");
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let pushed = writer.join().expect("writer");
+    let during = w.committed("101") > 0;
+    w.wait_committed("101");
     let done = w.running().cycles_done();
     w.running().wait_cycles(done + 2);
     let log: Vec<String> = w.repo.log("main").into_iter().map(|c| c.subject).collect();
     for m in &pushed {
         assert!(log.contains(m), "the writer's {m:?} was lost");
     }
+    assert!(!pushed.is_empty(), "the writer never pushed");
     assert_eq!(w.committed("101"), 1);
     assert!(w.slack.alerts() <= 1, "{:#?}", w.slack.all());
     w.check_history();
     eprintln!(
-        "faults: racing writer: {} writer pushes, tagflow's commit landed once",
-        pushed.len()
+        "faults: racing writer: {} writer pushes in 5 s; tagflow landed {} the race, once",
+        pushed.len(),
+        if during { "during" } else { "right after" }
     );
 }
