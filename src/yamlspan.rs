@@ -325,12 +325,18 @@ impl<'a> Builder<'a> {
                         at("cannot locate the quoted scalar in the source".to_string())
                     })?;
                 }
-                // The parser reports an absent value (`key:`) as a plain "~" with an empty span.
-                if node.span.is_empty() && style == ScalarStyle::Plain {
+                // The parser reports an absent value (`key:`) as a plain "~" with an empty span —
+                // or, for `{a}`, `? a`, an empty document and a tag with no value (`!t}`), as
+                // "~" or "" with the span of the next token (`}`, `? `, `---`, `, `; found by
+                // fuzzing). Either way there is no text: say so.
+                let absent = style == ScalarStyle::Plain
+                    && (node.span.is_empty() || absent_value(&node.kind, self.src, &node.span));
+                if absent {
                     node.kind = NodeKind::Scalar {
                         value: String::new(),
                         style,
                     };
+                    node.span.end = node.span.start;
                 }
                 self.push(node)?;
             }
@@ -419,6 +425,13 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// A "~" or "" the source does not hold at the scalar's span: the parser's stand-in for a
+/// value that is not written.
+fn absent_value(kind: &NodeKind, src: &str, span: &Range<usize>) -> bool {
+    matches!(kind, NodeKind::Scalar { value, .. }
+        if (value == "~" || value.is_empty()) && src.get(span.clone()) != Some(value.as_str()))
 }
 
 /// Byte offset just past the closing quote of the quoted scalar starting at `start`.

@@ -321,6 +321,34 @@ impl GitHttp {
         self.daemon.pid()
     }
 
+    /// Take the server down: its port refuses connections until [`GitHttp::restart`].
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Start lighttpd again on the same port with the same repo and users.
+    pub fn restart(&mut self) {
+        self.daemon.stop();
+        let dir = self._tmp.path();
+        let log = dir.join("lighttpd.log");
+        let mut daemon = Daemon::spawn(
+            "lighttpd",
+            Command::new(find_bin("lighttpd"))
+                .arg("-D")
+                .arg("-f")
+                .arg(dir.join("lighttpd.conf"))
+                .current_dir(dir),
+            &log,
+            &log,
+        );
+        if let Err(e) = daemon.wait_log(Duration::from_secs(10), |l| {
+            l.contains("server started").then_some(())
+        }) {
+            daemon.fail(e);
+        }
+        self.daemon = daemon;
+    }
+
     /// Rotate the basic-auth password; lighttpd reads its user file at each request.
     pub fn set_password(&mut self, password: &str) {
         fs::write(
