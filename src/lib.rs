@@ -1,7 +1,7 @@
 //! tagflow: a GitOps image-update agent.
 //!
 //! Stages, in the order data flows through a cycle: [`config`], [`registry`], [`policy`],
-//! [`plan`] (with [`rewrite`]), [`gitops`], [`rollout`] (with [`k8s`] and [`smoke`]),
+//! [`plan`] (with [`rewrite`]), [`gitops`] (with [`forge`] for pull-request mode), [`rollout`] (with [`k8s`] and [`smoke`]),
 //! [`notify`]. [`cycle`] runs them in order; [`run`] is `tagflow run` (the loop, the
 //! [`server`] and the [`infra`] watcher); [`commands`] and [`check`] are the one-shot commands.
 
@@ -14,6 +14,7 @@ pub mod config;
 pub mod cycle;
 pub mod egress;
 pub mod flux_import;
+pub mod forge;
 pub mod gitops;
 pub mod infra;
 pub mod k8s;

@@ -107,9 +107,10 @@ pub struct GateConfig {
     #[serde(default, with = "humantime_serde_compat")]
     #[schemars(with = "String")]
     pub soak: Duration,
-    /// Whether an approval (in `approvals.yaml`) for this environment and tag is needed.
+    /// Whether a person approves: `true` by an entry in `approvals.yaml`, `pullRequest` by
+    /// merging the promotion PR, `false` (default) not at all.
     #[serde(default)]
-    pub approval: bool,
+    pub approval: super::ApprovalMode,
 }
 
 fn default_retries() -> u32 {

@@ -8,6 +8,7 @@ mod duration;
 mod environment;
 mod infra;
 mod json_schema;
+mod pull_request;
 mod repo_path;
 mod rollout;
 mod schedule;
@@ -25,6 +26,7 @@ pub use current::{Current, Loaded};
 pub use environment::{Expect, GateConfig, ReleaseKind, ReleaseRef, SmokeConfig};
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
 pub use json_schema::{config_schema, config_schema_json};
+pub use pull_request::{ApprovalMode, ForgeProvider, PullRequestConfig, PushConfig, branch_name};
 pub use rollout::{
     APPROVALS, Approval, Gates, QUARANTINE, QuarantineEntry, parse_gates, plan_approval, sibling,
 };
@@ -290,6 +292,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     validate::validate(&config, &mut r);
     infra::validate(&config.infra, &infra_at, &mut r);
     rollout::validate(&config, &mut r);
+    pull_request::validate(&config, &mut r);
     if r.problems.is_empty() {
         Ok(config)
     } else {

@@ -258,6 +258,10 @@ pub struct EnvironmentConfig {
     pub promote_from: Option<String>,
     /// Gates the `promoteFrom` environment's rollout must pass first.
     pub gate: Option<super::environment::GateConfig>,
+    /// Push tagflow's change to a branch of its own instead of the target branch.
+    pub push: Option<super::PushConfig>,
+    /// Open one PR/MR per pushed branch on this forge.
+    pub pull_request: Option<super::PullRequestConfig>,
     /// Longest wait from tagflow's commit to the release being Ready.
     #[serde(
         default = "super::environment::default_timeout",

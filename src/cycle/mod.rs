@@ -15,6 +15,7 @@ pub mod alerts;
 mod announce;
 pub mod load;
 pub mod pipeline;
+pub mod propose;
 pub mod rollouts;
 pub mod run_loop;
 pub mod select;
@@ -72,6 +73,15 @@ pub enum RolloutError {
         #[source]
         source: RevertError,
     },
+    /// A pull-request branch or its PR could not be brought up to date.
+    #[error("pull-request branch {branch}: {source}")]
+    Propose {
+        /// The branch.
+        branch: String,
+        /// Why.
+        #[source]
+        source: propose::ProposeError,
+    },
 }
 
 /// Why a revert commit was not pushed.
@@ -94,6 +104,7 @@ impl RolloutError {
                 RevertError::Registry(e) => e.is_transient(),
                 RevertError::Commit(e) => e.is_transient(),
             },
+            Self::Propose { source, .. } => source.is_transient(),
         }
     }
 }
@@ -189,6 +200,7 @@ impl Report {
         keys.extend(self.rollout_errors.iter().map(|e| match e {
             RolloutError::Release { env, .. } => format!("rollout:{env}:release"),
             RolloutError::Revert { env, image, .. } => format!("rollout:{env}:{image}:revert"),
+            RolloutError::Propose { branch, .. } => format!("propose:{branch}"),
         }));
         keys.join(",")
     }
@@ -302,6 +314,8 @@ pub struct Reconciler {
     alerts: alerts::Alerts,
     selector: select::Selector,
     rollouts: rollouts::Rollouts,
+    /// The PR seen per pull-request branch.
+    proposals: propose::Memory,
     /// `--lease` was given: every cycle goes through the rollout path (followers write nothing).
     clustered: bool,
 }
@@ -337,6 +351,7 @@ impl Reconciler {
                 None => rollouts::Rollouts::without_cluster(),
             },
             selector,
+            proposals: propose::Memory::default(),
             repo,
             metrics,
             registries,

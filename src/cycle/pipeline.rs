@@ -1,7 +1,7 @@
 //! The cycle itself, in order, and the two commands built from its stages: the dry run
 //! (`plan`) and `approve`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use git2::Oid;
 
@@ -140,6 +140,8 @@ impl Reconciler {
                     CycleError::Git(_) => stage::GIT,
                     CycleError::Commit(_) => stage::COMMIT,
                     CycleError::Images(_) => stage::SCAN,
+                    // Shutdown, not a failure: nothing to show.
+                    CycleError::Cancelled(_) => return,
                     CycleError::Cluster(_) | CycleError::NoCluster(_) => stage::CLUSTER,
                 };
                 a.failed(s, &e.to_string(), now);
@@ -173,14 +175,26 @@ impl Reconciler {
             return Ok(report);
         }
         let targets = plan::policy_targets(&cfg, &desired);
-        let done = self
-            .repo
-            .commit(cfg.clone(), ChangeSet::Update(targets))
-            .await?;
+        let (targets, branched) = super::propose::split(&cfg, targets);
+        let done = if targets.is_empty() {
+            gitops::Committed {
+                commit: None,
+                head,
+                changes: Vec::new(),
+            }
+        } else {
+            self.repo
+                .commit(cfg.clone(), ChangeSet::Update(targets))
+                .await?
+        };
         if done.commit.is_some() {
             // Said from git, so a crash before the post or a Slack outage only delays it.
             self.announce(done.head).await;
         }
+        let proposed = self
+            .propose(&cfg, done.head, branched, (&BTreeSet::new(), &[]))
+            .await;
+        report.rollout_errors.extend(proposed.errors);
         report.head = done.head;
         report.commit = done.commit;
         report.changes = done.changes;

@@ -6,6 +6,7 @@
 //! caller to plan again on it, and retries with backoff.
 
 pub mod auth;
+mod branch;
 mod history;
 mod repo;
 pub mod sign;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use git2::{Oid, Repository, Signature};
 
 pub use auth::GitAuth;
+pub use branch::{BranchPlan, Decision};
 pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
 pub use snapshot::Snapshot;
 
@@ -377,10 +379,27 @@ impl Checkout {
             .map_err(git_err("create the signed commit"))
     }
 
-    /// Put `commit` on the remote branch if the branch is still at `base`, never forced.
     /// Put `commit` on the remote's `refname` if it is still at `base` (`None`: absent), never
     /// forced: `commit` must descend from `base`, so the server refuses anything else.
     fn push(&self, refname: &str, commit: Oid, base: Option<Oid>) -> Result<PushResult, GitError> {
+        self.push_with(refname, commit, base, false)
+    }
+
+    /// [`Self::push`], or with `force` a forced update: only for tagflow's own PR branches
+    /// ([`branch`]), never the target branch or a ref outside `refs/heads/`.
+    fn push_with(
+        &self,
+        refname: &str,
+        commit: Oid,
+        base: Option<Oid>,
+        force: bool,
+    ) -> Result<PushResult, GitError> {
+        if force
+            && (refname == format!("refs/heads/{}", self.branch)
+                || !refname.starts_with("refs/heads/"))
+        {
+            return Err(GitError::Setup(format!("refusing to force-push {refname}")));
+        }
         if self.remote.scheme == "file" {
             return self.push_local(refname, commit, base);
         }
@@ -402,8 +421,9 @@ impl Checkout {
         });
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cb);
-        // No leading '+': a push that is not a fast-forward is refused by the server.
-        let spec = format!("{outgoing}:{refname}");
+        // No leading '+' (but on tagflow's own PR branch): a push that is not a fast-forward
+        // is refused by the server.
+        let spec = format!("{}{outgoing}:{refname}", if force { "+" } else { "" });
         let result = remote.push(&[&spec], Some(&mut opts));
         drop(opts);
         match result {

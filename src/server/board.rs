@@ -156,10 +156,22 @@ pub fn pending(config: &Config, gates: &Gates, state: &State) -> Vec<PendingAppr
             {
                 continue;
             }
-            let mut command = format!("tagflow approve {name} {}", r.pinned.tag);
-            if images.len() > 1 {
-                command.push_str(&format!(" --image {}", r.image));
-            }
+            let by_merge = env
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.approval == crate::config::ApprovalMode::PullRequest);
+            let command = if by_merge {
+                match &r.pull_request {
+                    Some(url) => format!("merge {url}"),
+                    None => format!("merge the promotion pull request tagflow opens for {name}"),
+                }
+            } else {
+                let mut c = format!("tagflow approve {name} {}", r.pinned.tag);
+                if images.len() > 1 {
+                    c.push_str(&format!(" --image {}", r.image));
+                }
+                c
+            };
             out.push(PendingApproval {
                 env: name.clone(),
                 image: r.image.clone(),

@@ -105,6 +105,7 @@ impl Stand {
 }
 
 /// Where the images come from.
+#[allow(clippy::large_enum_variant)] // one per test; boxing buys nothing
 pub enum Images {
     Stand(Stand),
     Real(Registry),
