@@ -5,6 +5,7 @@
 //! [`notify`]. [`cycle`] runs them in order; [`run`] is `tagflow run` (the loop, the
 //! [`server`] and the [`infra`] watcher); [`commands`] and [`check`] are the one-shot commands.
 
+pub mod activity;
 pub mod build_info;
 pub mod check;
 pub mod commands;

@@ -188,6 +188,9 @@ enum Open {
         start: Node,
         pairs: Vec<(Node, Node)>,
         key: Option<Node>,
+        /// String keys so far → index in `pairs`, so duplicate detection stays linear in a
+        /// mapping with thousands of keys (one values file holding every image).
+        seen: std::collections::HashMap<String, usize>,
     },
     Sequence {
         start: Node,
@@ -322,12 +325,18 @@ impl<'a> Builder<'a> {
                         at("cannot locate the quoted scalar in the source".to_string())
                     })?;
                 }
-                // The parser reports an absent value (`key:`) as a plain "~" with an empty span.
-                if node.span.is_empty() && style == ScalarStyle::Plain {
+                // The parser reports an absent value (`key:`) as a plain "~" with an empty span —
+                // or, for `{a}`, `? a`, an empty document and a tag with no value (`!t}`), as
+                // "~" or "" with the span of the next token (`}`, `? `, `---`, `, `; found by
+                // fuzzing). Either way there is no text: say so.
+                let absent = style == ScalarStyle::Plain
+                    && (node.span.is_empty() || absent_value(&node.kind, self.src, &node.span));
+                if absent {
                     node.kind = NodeKind::Scalar {
                         value: String::new(),
                         style,
                     };
+                    node.span.end = node.span.start;
                 }
                 self.push(node)?;
             }
@@ -351,6 +360,7 @@ impl<'a> Builder<'a> {
                         start,
                         pairs: Vec::new(),
                         key: None,
+                        seen: std::collections::HashMap::new(),
                     }
                 } else {
                     Open::Sequence {
@@ -391,20 +401,22 @@ impl<'a> Builder<'a> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Open::Sequence { items, .. }) => items.push(node),
-            Some(Open::Mapping { pairs, key, .. }) => match key.take() {
+            Some(Open::Mapping {
+                pairs, key, seen, ..
+            }) => match key.take() {
                 None => {
-                    let first = node
-                        .as_str()
-                        .and_then(|name| pairs.iter().find(|(k, _)| k.as_str() == Some(name)));
-                    if let (Some(name), Some((first, _))) = (node.as_str(), first) {
-                        return Err(YamlError {
-                            line: node.line,
-                            col: node.col,
-                            message: format!(
-                                "duplicate key {name:?} (first at line {}, again at line {})",
-                                first.line, node.line
-                            ),
-                        });
+                    if let Some(name) = node.as_str() {
+                        if let Some(&i) = seen.get(name) {
+                            return Err(YamlError {
+                                line: node.line,
+                                col: node.col,
+                                message: format!(
+                                    "duplicate key {name:?} (first at line {}, again at line {})",
+                                    pairs[i].0.line, node.line
+                                ),
+                            });
+                        }
+                        seen.insert(name.to_owned(), pairs.len());
                     }
                     *key = Some(node);
                 }
@@ -413,6 +425,13 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// A "~" or "" the source does not hold at the scalar's span: the parser's stand-in for a
+/// value that is not written.
+fn absent_value(kind: &NodeKind, src: &str, span: &Range<usize>) -> bool {
+    matches!(kind, NodeKind::Scalar { value, .. }
+        if (value == "~" || value.is_empty()) && src.get(span.clone()) != Some(value.as_str()))
 }
 
 /// Byte offset just past the closing quote of the quoted scalar starting at `start`.

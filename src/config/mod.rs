@@ -7,6 +7,7 @@ mod current;
 mod duration;
 mod environment;
 mod infra;
+mod json_schema;
 mod pull_request;
 mod repo_path;
 mod rollout;
@@ -24,6 +25,7 @@ use serde_yaml::Value;
 pub use current::{Current, Loaded};
 pub use environment::{Expect, GateConfig, ReleaseKind, ReleaseRef, SmokeConfig};
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
+pub use json_schema::{config_schema, config_schema_json};
 pub use pull_request::{ApprovalMode, ForgeProvider, PullRequestConfig, PushConfig, branch_name};
 pub use rollout::{
     APPROVALS, Approval, Gates, QUARANTINE, QuarantineEntry, parse_gates, plan_approval, sibling,

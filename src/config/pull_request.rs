@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{Config, Report};
 
 /// `environments.<env>.push`: where tagflow's change for the environment goes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PushConfig {
     /// Branch template: `{env}` and `{image}` are replaced (`tagflow/{env}-{image}`). Without
@@ -19,7 +19,7 @@ pub struct PushConfig {
 }
 
 /// `environments.<env>.pullRequest`: the forge that gets one PR/MR per pushed branch.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PullRequestConfig {
     /// Which forge API speaks.
@@ -37,7 +37,7 @@ pub struct PullRequestConfig {
 }
 
 /// Forges whose PR/MR API tagflow speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ForgeProvider {
     /// GitHub (and GitHub Enterprise Server): REST v3 pulls.
@@ -106,6 +106,20 @@ impl<'de> Deserialize<'de> for ApprovalMode {
                 "{w:?} is not an approval: use true (approvals.yaml), false or pullRequest"
             ))),
         }
+    }
+}
+
+impl schemars::JsonSchema for ApprovalMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ApprovalMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`false`: no approval; `true`: an entry in config/approvals.yaml \
+                            (`tagflow approve` writes it); `pullRequest`: merging the promotion PR.",
+            "anyOf": [{"type": "boolean"}, {"const": "pullRequest"}]
+        })
     }
 }
 

@@ -224,6 +224,9 @@ pub enum CycleError {
     /// Some images could not be scanned (`plan`, which shows nothing partial).
     #[error("{} image(s) could not be scanned: {}", .0.len(), .0.iter().map(|(i, e)| format!("{i}: {e}")).collect::<Vec<_>>().join("; "))]
     Images(Vec<(String, SelectError)>),
+    /// Shutdown came during the scan: the cycle stopped before committing anything.
+    #[error(transparent)]
+    Cancelled(#[from] select::Cancelled),
     /// The Kubernetes API or the Lease cannot be reached: nothing is written until it can.
     #[error("cannot reach the Kubernetes API: {0}; writing nothing until the Lease can be renewed")]
     Cluster(#[source] ClusterError),
@@ -242,7 +245,7 @@ impl CycleError {
             Self::Commit(e) => e.is_transient(),
             Self::Images(v) => v.iter().any(|(_, e)| e.is_transient()),
             Self::Cluster(e) => e.is_transient(),
-            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster(_) => false,
+            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster(_) | Self::Cancelled(_) => false,
         }
     }
 
@@ -263,6 +266,7 @@ impl CycleError {
             // Leader and follower cut off from the API say the same, so Slack hears it once.
             Self::Cluster(_) => "cluster".into(),
             Self::NoCluster(env) => format!("no-cluster:{env}"),
+            Self::Cancelled(_) => "cancelled".into(),
         }
     }
 }
@@ -301,6 +305,8 @@ pub struct Reconciler {
     pub current: Arc<config::Current>,
     /// Slack, with the settings in force.
     pub poster: Poster,
+    /// The last error of each stage, for the status page.
+    pub activity: Arc<crate::activity::Activity>,
     /// Which of tagflow's commits were announced.
     announcer: announce::Announcer,
     cache: CacheFile,
@@ -351,12 +357,19 @@ impl Reconciler {
             registries,
             current,
             poster,
+            activity: crate::activity::Activity::new(),
         })
     }
 
     /// The config in force (last good), if any.
     pub fn config(&self) -> Option<Arc<config::Config>> {
         self.current.config()
+    }
+
+    /// Shutdown: cancel the registry scan in progress (and any later one). A commit being
+    /// pushed is not part of the scan and finishes.
+    pub fn stop_scans(&self) {
+        self.selector.stop();
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).
@@ -394,19 +407,25 @@ mod tests {
     }
 
     fn refused() -> SelectError {
-        SelectError::Registry(RegistryError::Transport {
+        refused_because("connection refused")
+    }
+
+    fn refused_because(reason: &str) -> SelectError {
+        RegistryError::Transport {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-            reason: "connection refused".into(),
+            reason: reason.into(),
             timeout: false,
-        })
+        }
+        .into()
     }
 
     fn unauthorized() -> SelectError {
-        SelectError::Registry(RegistryError::Unauthorized {
+        RegistryError::Unauthorized {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-        })
+        }
+        .into()
     }
 
     #[test]
@@ -444,10 +463,7 @@ mod tests {
     #[test]
     fn failure_keys_ignore_what_varies_in_the_text() {
         let a = report(vec![("app".into(), refused())]);
-        let mut other = refused();
-        if let SelectError::Registry(RegistryError::Transport { reason, .. }) = &mut other {
-            *reason = "connection refused (os error 111) at 127.0.0.1:40213".into();
-        }
+        let other = refused_because("connection refused (os error 111) at 127.0.0.1:40213");
         let b = report(vec![("app".into(), other)]);
         assert_eq!(a.failure_key(), b.failure_key());
         assert_ne!(

@@ -1,6 +1,7 @@
 //! The `run` loop: a cycle, then wait for the interval, a webhook trigger, a watch event or
-//! shutdown. Shutdown is only looked at between cycles, so a commit in progress always
-//! finishes.
+//! shutdown. Shutdown cancels a cycle's registry scan at once ([`Reconciler::stop_scans`],
+//! which `run` calls) and is otherwise looked at between cycles, so a commit being pushed
+//! always finishes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -41,7 +41,7 @@ pub enum GitError {
     #[error("bad git setup: {0}")]
     Setup(String),
     /// A libgit2 operation failed.
-    #[error("failed to {action}: {source}")]
+    #[error("failed to {action}: {source}{}", tls_hint(.source))]
     Git {
         /// What we were doing.
         action: String,
@@ -71,6 +71,16 @@ pub enum GitError {
         "push rejected {0} times in a row (other writers kept moving the branch); will retry next cycle"
     )]
     Contended(u32),
+}
+
+/// What to do about a certificate the system roots do not trust.
+fn tls_hint(e: &git2::Error) -> &'static str {
+    if e.class() == git2::ErrorClass::Ssl {
+        " (a server certificate from a private CA: pass that CA's PEM with --git-ca-file or \
+         TAGFLOW_GIT_CA_FILE)"
+    } else {
+        ""
+    }
 }
 
 impl GitError {
@@ -544,6 +554,56 @@ fn signature(author: &Author) -> Result<Signature<'static>, GitError> {
 /// First 7 hex digits of a commit id.
 pub fn short(id: Oid) -> String {
     id.to_string()[..7].to_owned()
+}
+
+/// Why `--git-ca-file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No certificate in it (a key, a DER file, an empty file).
+    #[error("{0} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")]
+    NoCertificate(String),
+    /// libgit2 refused it.
+    #[error("libgit2 cannot load {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// libgit2's message.
+        message: String,
+    },
+}
+
+/// Trust the CA certificates in the PEM file `path` for https:// remotes, besides the system
+/// roots. libgit2 keeps one TLS context per process, so this is global: call it once at
+/// startup, before any transfer.
+#[allow(unsafe_code)]
+pub fn trust_ca_file(path: &std::path::Path) -> Result<(), CaFileError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let has_cert = pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        && reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty());
+    if !has_cert {
+        return Err(CaFileError::NoCertificate(shown));
+    }
+    // SAFETY: this stores a path in libgit2's global TLS settings; main calls it once at startup
+    // before any git operation, so no transfer reads the settings concurrently.
+    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| CaFileError::Load {
+        path: shown,
+        message: e.message().to_owned(),
+    })
 }
 
 /// Set libgit2's network timeouts once, before any transfer.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::status::{
-    CommitRow, PendingApproval, QuarantineRow, RolloutRow, StatusData, short_digest,
+    CommitRow, ErrorRow, InfraRow, PendingApproval, QuarantineRow, RolloutRow, StatusData,
+    short_digest,
 };
 use crate::config::{Config, Current, Gates};
 use crate::gitops::ConfigRepo;
@@ -25,15 +26,43 @@ pub struct Board {
     pub current: Arc<Current>,
     /// Bearer token the page requires (`--status-token-file`), read at each request.
     pub token: Option<crate::secret::SecretRef>,
+    /// The last error per stage and each infra workspace's last run.
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 impl Board {
     /// Read everything now; what cannot be read becomes a listed problem, never a failure.
     pub async fn gather(&self, now: DateTime<Utc>) -> StatusData {
+        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut d = StatusData {
-            generated: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            generated: time(now),
             ..StatusData::default()
         };
+        d.errors = self
+            .activity
+            .errors()
+            .into_iter()
+            .map(|e| ErrorRow {
+                stage: e.stage,
+                message: e.message,
+                since: time(e.since),
+                last: time(e.last),
+                count: e.count,
+                resolved: e.resolved.map(time),
+            })
+            .collect();
+        d.infra = self
+            .activity
+            .infra()
+            .into_iter()
+            .map(|r| InfraRow {
+                workspace: r.workspace,
+                state: r.state,
+                plan_id: r.plan_id,
+                summary: r.summary,
+                at: time(r.at),
+            })
+            .collect();
         let Some(loaded) = self.current.loaded() else {
             d.problems
                 .push("no good config loaded yet: the first cycle has not finished".into());

@@ -148,3 +148,43 @@ fn streams_hold_every_document_with_whole_file_spans() {
     assert!(parse_stream("").unwrap().is_empty());
     assert!(parse_stream("a: 1\n---\na: 1\na: 2\n").is_err());
 }
+
+#[test]
+fn absent_values_are_empty_with_empty_spans_in_every_form() {
+    // Found by fuzzing (scripts/fuzz yaml): the parser gave these a "~" value and the span of
+    // the next token, so the tree claimed text that is not the value.
+    let cases: &[(&str, &[&str])] = &[
+        ("{a}\n", &["a"]),
+        ("x: {tag}\n", &["x", "tag"]),
+        ("? d\n", &["d"]),
+        ("a:\n", &["a"]),
+        ("image: {repository: r, tag: !t}  # c\n", &["image", "tag"]),
+        ("k: [!t , x]\n", &["k", "0"]),
+    ];
+    for (src, path) in cases {
+        let doc = parse(src).unwrap();
+        let (value, style, span) = scalar(&doc, path);
+        assert_eq!(
+            (value, style, span.len()),
+            ("", ScalarStyle::Plain, 0),
+            "{src:?}"
+        );
+    }
+    let docs = parse_stream("a: 1\n---\n---\n").unwrap();
+    for d in &docs {
+        if let Some(root) = &d.root {
+            root.walk(&mut |n, _| {
+                if let NodeKind::Scalar { value, .. } = &n.kind {
+                    assert_eq!(value.as_str(), &"a: 1\n---\n---\n"[n.span.clone()]);
+                }
+            });
+        }
+    }
+    let tilde = parse("a: ~\n").unwrap();
+    let (value, _, span) = scalar(&tilde, &["a"]);
+    assert_eq!(
+        (value, span.len()),
+        ("~", 1),
+        "an explicit ~ keeps its text"
+    );
+}

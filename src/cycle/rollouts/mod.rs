@@ -223,7 +223,7 @@ impl Reconciler {
     ) -> Result<Report, CycleError> {
         ro.ensure_watches(&cfg);
         let gates = self.current.gates();
-        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await?;
         let mut state = self.load_state(ro).await?;
         let before = state.clone();
         let now = Utc::now();

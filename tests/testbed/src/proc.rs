@@ -139,6 +139,8 @@ pub(crate) struct Daemon {
     child: Child,
     name: String,
     log: PathBuf,
+    /// Killed and reaped by [`Daemon::stop`]: nothing left for drop to do.
+    stopped: bool,
 }
 
 /// Why waiting for a daemon's readiness line failed.
@@ -169,7 +171,26 @@ impl Daemon {
             child,
             name: name.to_string(),
             log: stderr.to_path_buf(),
+            stopped: false,
         }
+    }
+
+    /// Kill the process group and reap it now (a server going down mid-test).
+    pub(crate) fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let pid = Pid::from_child(&self.child);
+        let _ = kill_process_group(pid, Signal::KILL);
+        let _ = self.child.kill();
+        if wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
+            eprintln!(
+                "testbed: {} (pid {}) did not exit after SIGKILL",
+                self.name,
+                self.pid()
+            );
+        }
+        self.stopped = true;
     }
 
     /// The process id.
@@ -216,16 +237,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let pid = Pid::from_child(&self.child);
         // The child leads its own group (process_group(0)), so this also reaps CGI children etc.
-        let _ = kill_process_group(pid, Signal::KILL);
-        let _ = self.child.kill();
-        if wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
-            eprintln!(
-                "testbed: {} (pid {}) did not exit after SIGKILL",
-                self.name,
-                self.pid()
-            );
-        }
+        self.stop();
     }
 }

@@ -191,6 +191,38 @@ impl Registry {
         }
     }
 
+    /// Take the registry down: its port refuses connections until [`Registry::restart`].
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Start the registry again on the same port with the same storage (its images survive).
+    pub fn restart(&mut self) {
+        self.daemon.stop();
+        let config_path = self.dir.join("config.yml");
+        let config = fs::read_to_string(&config_path).expect("read registry config");
+        let config = config.replace(
+            "addr: 127.0.0.1:0\n",
+            &format!("addr: 127.0.0.1:{}\n", self.port),
+        );
+        fs::write(&config_path, config).expect("write registry config");
+        let mut daemon = Daemon::spawn(
+            "docker-registry",
+            Command::new(find_bin("docker-registry"))
+                .arg("serve")
+                .arg(&config_path)
+                .current_dir(&self.dir),
+            &self.dir.join("access-restarted.log"),
+            &self.dir.join("registry-restarted.log"),
+        );
+        if let Err(e) = daemon.wait_log(Duration::from_secs(20), |l| {
+            l.contains("listening on 127.0.0.1:").then_some(())
+        }) {
+            daemon.fail(e);
+        }
+        self.daemon = daemon;
+    }
+
     /// Rotate the password of user "tagflow": rewrites htpasswd (the registry re-reads it on
     /// change) or tells the token issuer. The old password stops working at once.
     pub fn set_password(&mut self, new: &str) {
