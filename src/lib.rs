@@ -19,6 +19,7 @@ pub mod gitops;
 pub mod infra;
 pub mod k8s;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

@@ -92,7 +92,7 @@ async fn select(server: &Scripted, policy: &str) -> Result<tagflow::plan::Desire
     let (mut desired, errors) = selector
         .select(&cfg, &Gates::default(), &Scope::All)
         .await
-        .expect("no shutdown during the scan");
+        .expect("not cancelled");
     match errors.into_iter().next() {
         Some((_, e)) => Err(e.to_string()),
         None => Ok(desired.remove("app").expect("app selected")),

@@ -139,9 +139,8 @@ impl Reconciler {
                     CycleError::Config(_) | CycleError::NoConfig(_) => stage::CONFIG,
                     CycleError::Git(_) => stage::GIT,
                     CycleError::Commit(_) => stage::COMMIT,
-                    CycleError::Images(_) => stage::SCAN,
-                    // Shutdown, not a failure: nothing to show.
-                    CycleError::Cancelled(_) => return,
+                    // A cancelled cycle returns before this; were it recorded, the scan stopped.
+                    CycleError::Images(_) | CycleError::Cancelled(_) => stage::SCAN,
                     CycleError::Cluster(_) | CycleError::NoCluster(_) => stage::CLUSTER,
                 };
                 a.failed(s, &e.to_string(), now);

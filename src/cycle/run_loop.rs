@@ -32,6 +32,9 @@ pub async fn run_loop(
     loop {
         let result = reconciler.cycle(&scope).await;
         log_outcome(&result);
+        // What the cycle loaded (values files, YAML trees, the plan) is dropped by now: hand
+        // the pages back, or glibc keeps a large file's peak for the life of the process.
+        crate::memory::give_back();
         match &result {
             Ok(r) => {
                 ready.store(true, Ordering::Relaxed);

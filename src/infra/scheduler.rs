@@ -173,6 +173,8 @@ impl Watcher {
             let (me, name) = (self.clone(), fire.name.clone());
             Some(async move {
                 let _ = me.tick(&name).await;
+                // A plan's `show -json` can be large: give its pages back (see memory.rs).
+                crate::memory::give_back();
             })
         };
         drive(Clock::Wall, workspaces, start, shutdown).await;

@@ -82,8 +82,9 @@ async fn a_per_second_schedule_runs_every_second_without_folding() {
         utc0: t("2024-01-01T00:00:00.500Z"),
         t0: Instant::now(),
     };
-    type Seen = Arc<Mutex<Vec<(Fire, DateTime<Utc>)>>>;
-    let seen: Seen = Arc::default();
+    // Each fire and when (on the paused clock) it started.
+    type Started = Vec<(Fire, DateTime<Utc>)>;
+    let seen: Arc<Mutex<Started>> = Arc::default();
     let record = seen.clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn(drive(
