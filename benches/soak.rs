@@ -96,11 +96,21 @@ fn main() {
     let newest = (next_tag - 1).to_string();
     w.wait_committed(&newest);
 
-    println!("soak: {done} cycles in {:.0} s ({:.0} cycles/s), {} tags, {hooks} webhooks ({hook_ok} accepted)",
-        started.elapsed().as_secs_f64(), done as f64 / started.elapsed().as_secs_f64(), next_tag - 100);
-    println!("{:>8} {:>8} {:>9} {:>5} {:>8}", "cycles", "secs", "RSS KiB", "fds", "threads");
+    println!(
+        "soak: {done} cycles in {:.0} s ({:.0} cycles/s), {} tags, {hooks} webhooks ({hook_ok} accepted)",
+        started.elapsed().as_secs_f64(),
+        done as f64 / started.elapsed().as_secs_f64(),
+        next_tag - 100
+    );
+    println!(
+        "{:>8} {:>8} {:>9} {:>5} {:>8}",
+        "cycles", "secs", "RSS KiB", "fds", "threads"
+    );
     for s in &samples {
-        println!("{:>8} {:>8.0} {:>9} {:>5} {:>8}", s.cycles, s.secs, s.rss_kb, s.fds, s.threads);
+        println!(
+            "{:>8} {:>8.0} {:>9} {:>5} {:>8}",
+            s.cycles, s.secs, s.rss_kb, s.fds, s.threads
+        );
     }
     let warm = samples
         .iter()
@@ -127,8 +137,14 @@ fn main() {
     }
     w.check_history();
     if wrong.is_empty() {
-        println!("soak: every one of the {} new tags committed exactly once", next_tag - 100);
+        println!(
+            "soak: every one of the {} new tags committed exactly once",
+            next_tag - 100
+        );
     } else {
-        println!("soak: tags not committed exactly once: {}", wrong.join(", "));
+        println!(
+            "soak: tags not committed exactly once: {}",
+            wrong.join(", ")
+        );
     }
 }
