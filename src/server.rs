@@ -436,7 +436,8 @@ fn distribution_pushes(body: &[u8]) -> Result<Vec<PushedRepo>, WebhookError> {
 }
 
 fn check_name(repo: &str) -> Result<(), WebhookError> {
-    let ok = !repo.is_empty()
+    // No empty path component: `host/` once came out as a push to the empty path.
+    let ok = !repo.split('/').any(str::is_empty)
         && repo.len() <= 255
         && repo
             .bytes()

@@ -121,6 +121,18 @@ fn generic_signed_body() {
         authenticate_and_parse(&h2, hostile, &secrets()),
         Err(WebhookError::BadBody(_))
     ));
+    // Found by fuzzing: `host/` was a push to the empty path of `host`.
+    for name in ["registry.example.com/", "/team/app", "team//app", ""] {
+        let body = format!(r#"{{"repository":"{name}","tag":"a1b2c3d"}}"#);
+        let h = headers(&[(SIGNATURE_HEADER, &sign(body.as_bytes(), "key-abcdef"))]);
+        assert!(
+            matches!(
+                authenticate_and_parse(&h, body.as_bytes(), &secrets()),
+                Err(WebhookError::BadBody(_))
+            ),
+            "{name:?}"
+        );
+    }
 }
 
 #[test]

@@ -19,13 +19,20 @@ pub fn hosts(data: &[u8]) {
             }
         }
         // A key listed nowhere is never known.
-        assert!(!auth::host_key_known(&known, "127.0.0.1", None, b"\0never a key\0"));
+        assert!(!auth::host_key_known(
+            &known,
+            "127.0.0.1",
+            None,
+            b"\0never a key\0"
+        ));
         for line in text.lines().take(4) {
             let _ = auth::remote_info(line.trim());
         }
     } else {
         for host in ["registry.example.com", "docker.io", "r.example:5000"] {
-            if let Ok(dockercfg::DockerCreds::Helper(name)) = dockercfg::docker_credentials(&text, host) {
+            if let Ok(dockercfg::DockerCreds::Helper(name)) =
+                dockercfg::docker_credentials(&text, host)
+            {
                 assert!(!name.contains('/') && !name.is_empty(), "helper {name:?}");
             }
         }

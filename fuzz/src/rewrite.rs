@@ -17,7 +17,13 @@ const TAGS: [&str; 8] = [
     "a-very-long-tag-that-is-still-valid-0123456789-abcdefghijklmnopqrstuvwxyz_ABC.DEF",
 ];
 
-fn update(image: &str, setter: Option<&str>, paths: PathTargets, tag: &str, digest: bool) -> ImageUpdate {
+fn update(
+    image: &str,
+    setter: Option<&str>,
+    paths: PathTargets,
+    tag: &str,
+    digest: bool,
+) -> ImageUpdate {
     ImageUpdate {
         image: image.into(),
         setter: setter.map(Into::into),
@@ -28,7 +34,12 @@ fn update(image: &str, setter: Option<&str>, paths: PathTargets, tag: &str, dige
     }
 }
 
-fn path(name: Option<&str>, tag: Option<&str>, digest: Option<&str>, full: Option<&str>) -> PathTargets {
+fn path(
+    name: Option<&str>,
+    tag: Option<&str>,
+    digest: Option<&str>,
+    full: Option<&str>,
+) -> PathTargets {
     PathTargets {
         name: name.map(Into::into),
         tag: tag.map(Into::into),
@@ -50,15 +61,44 @@ fn updates(mode: u8) -> (Vec<ImageUpdate>, bool) {
         1 => vec![update(
             "app",
             None,
-            path(Some("app.image.repository"), Some("app.image.tag"), Some("app.image.digest"), None),
+            path(
+                Some("app.image.repository"),
+                Some("app.image.tag"),
+                Some("app.image.digest"),
+                None,
+            ),
             tag,
             true,
         )],
         2 => vec![update("app", app, none, tag, false)],
-        3 => vec![update("app", None, path(Some("image.repository"), Some("image.tag"), None, None), tag, false)],
-        4 => vec![update("app", None, path(None, None, None, Some("spec.containers.0.image")), tag, true)],
-        6 => vec![update("app", app, path(None, Some("image.tag"), None, None), tag, false)],
-        _ => vec![update("app", None, path(None, None, None, Some("image")), tag, false)],
+        3 => vec![update(
+            "app",
+            None,
+            path(Some("image.repository"), Some("image.tag"), None, None),
+            tag,
+            false,
+        )],
+        4 => vec![update(
+            "app",
+            None,
+            path(None, None, None, Some("spec.containers.0.image")),
+            tag,
+            true,
+        )],
+        6 => vec![update(
+            "app",
+            app,
+            path(None, Some("image.tag"), None, None),
+            tag,
+            false,
+        )],
+        _ => vec![update(
+            "app",
+            None,
+            path(None, None, None, Some("image")),
+            tag,
+            false,
+        )],
     };
     (set, mode & 7 == 5)
 }
@@ -121,7 +161,12 @@ fn same_elsewhere(
     let mut changed = 0;
     for ((nb, kb), (na, ka)) in b.iter().zip(&a) {
         assert_eq!(kb, ka);
-        assert_eq!(shape(nb), shape(na), "a node changed shape at line {}", nb.line);
+        assert_eq!(
+            shape(nb),
+            shape(na),
+            "a node changed shape at line {}",
+            nb.line
+        );
         let (Some(old), Some(new)) = (nb.as_str(), na.as_str()) else {
             continue;
         };
@@ -133,9 +178,15 @@ fn same_elsewhere(
             .iter()
             .find(|c| c.line == nb.line && c.old == old && c.new == new)
             .unwrap_or_else(|| panic!("unlisted change at line {}: {old:?} → {new:?}", nb.line));
-        let u = updates.iter().find(|u| u.image == change.image).expect("update");
+        let u = updates
+            .iter()
+            .find(|u| u.image == change.image)
+            .expect("update");
         assert!(
-            new == u.tag || new == u.repository || Some(new) == u.digest.as_deref() || new.contains(&format!(":{}", u.tag)),
+            new == u.tag
+                || new == u.repository
+                || Some(new) == u.digest.as_deref()
+                || new.contains(&format!(":{}", u.tag)),
             "{new:?} is none of update {}'s values",
             u.image
         );

@@ -43,7 +43,11 @@ pub fn webhook(data: &[u8]) {
     let wrong = mode & 8 != 0;
     let secret = |s: &'static str| if wrong { "not-the-secret" } else { s };
     let mut h = HeaderMap::new();
-    let ct = if mode & 16 == 0 { server::EVENTS_MEDIA_TYPE } else { "application/json" };
+    let ct = if mode & 16 == 0 {
+        server::EVENTS_MEDIA_TYPE
+    } else {
+        "application/json"
+    };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     let result: Result<Vec<PushedRepo>, WebhookError> = match mode & 7 {
         0 => {
@@ -51,7 +55,11 @@ pub fn webhook(data: &[u8]) {
             server::authenticate_and_parse(&h, body, &secrets())
         }
         1 => {
-            set(&mut h, "authorization", &format!("Bearer {}", secret("tok")));
+            set(
+                &mut h,
+                "authorization",
+                &format!("Bearer {}", secret("tok")),
+            );
             server::authenticate_and_parse(&h, body, &secrets())
         }
         2 => {
@@ -60,8 +68,16 @@ pub fn webhook(data: &[u8]) {
         }
         3 => hosted::docker_hub(secret("hub-secret"), body, Some("hub-secret")),
         4 => {
-            set(&mut h, hosted::GITHUB_SIGNATURE_HEADER, &sign(secret("gh-secret"), body));
-            let event = if mode & 16 == 0 { "registry_package" } else { "package" };
+            set(
+                &mut h,
+                hosted::GITHUB_SIGNATURE_HEADER,
+                &sign(secret("gh-secret"), body),
+            );
+            let event = if mode & 16 == 0 {
+                "registry_package"
+            } else {
+                "package"
+            };
             set(&mut h, hosted::GITHUB_EVENT_HEADER, event);
             hosted::github(&h, body, Some("gh-secret"))
         }
@@ -79,7 +95,10 @@ pub fn webhook(data: &[u8]) {
         return;
     }
     let Ok(repos) = result else { return };
-    assert!(!repos.is_empty(), "accepted a delivery naming no repository");
+    assert!(
+        !repos.is_empty(),
+        "accepted a delivery naming no repository"
+    );
     for (host, path) in &repos {
         assert!(!path.is_empty(), "empty repository path");
         assert!(!path.contains(char::is_whitespace), "{path:?}");

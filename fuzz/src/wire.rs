@@ -22,9 +22,15 @@ pub fn wire(data: &[u8]) {
     let origin = url::Url::parse("https://registry.example.com:5000/").expect("origin");
     let page = url::Url::parse("https://registry.example.com:5000/v2/team/app/tags/list?n=100")
         .expect("page");
-    for l in [wire::next_link(link), Some(link.trim().to_owned())].into_iter().flatten() {
+    for l in [wire::next_link(link), Some(link.trim().to_owned())]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(next) = wire::next_page(&origin, &page, &l) {
-            assert!(wire::same_origin(&next, &origin), "followed {next} off the registry");
+            assert!(
+                wire::same_origin(&next, &origin),
+                "followed {next} off the registry"
+            );
             assert_eq!(next.scheme(), "https");
             assert_eq!(next.host_str(), Some("registry.example.com"));
             assert_eq!(next.port_or_known_default(), Some(5000));

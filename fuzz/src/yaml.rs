@@ -42,7 +42,11 @@ pub fn yaml(data: &[u8]) {
 
 fn check_node(src: &str, node: &Node) {
     let span = &node.span;
-    assert!(span.start <= span.end && span.end <= src.len(), "span {span:?} of {}", src.len());
+    assert!(
+        span.start <= span.end && span.end <= src.len(),
+        "span {span:?} of {}",
+        src.len()
+    );
     assert!(
         src.is_char_boundary(span.start) && src.is_char_boundary(span.end),
         "span {span:?} not on a char boundary"
@@ -58,10 +62,17 @@ fn check_node(src: &str, node: &Node) {
     match style {
         ScalarStyle::Plain => assert_eq!(text, value, "plain scalar span"),
         ScalarStyle::SingleQuoted => {
-            assert_eq!(text, format!("'{}'", value.replace('\'', "''")), "single-quoted span");
+            assert_eq!(
+                text,
+                format!("'{}'", value.replace('\'', "''")),
+                "single-quoted span"
+            );
         }
         ScalarStyle::DoubleQuoted => {
-            assert!(text.starts_with('"') && text.ends_with('"') && text.len() >= 2, "{text:?}");
+            assert!(
+                text.starts_with('"') && text.ends_with('"') && text.len() >= 2,
+                "{text:?}"
+            );
             if !text.contains('\\') {
                 assert_eq!(&text[1..text.len() - 1], value, "double-quoted span");
             }

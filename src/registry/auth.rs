@@ -53,9 +53,13 @@ impl Tokens {
     }
 }
 
+/// Longest a token is kept, whatever the server says: `expires_in` is outside input, and
+/// `Instant::now() + u64::MAX seconds` panics.
+const MAX_LIFETIME_SECS: u64 = 86_400;
+
 /// How long to use a token: renew a little early so one never expires mid-request.
 pub fn lifetime(expires_in: Option<u64>) -> Duration {
-    let secs = expires_in.unwrap_or(60).max(10);
+    let secs = expires_in.unwrap_or(60).clamp(10, MAX_LIFETIME_SECS);
     Duration::from_secs(secs - secs.min(60) / 12)
 }
 
@@ -118,6 +122,17 @@ mod tests {
         assert_eq!(lifetime(None), Duration::from_secs(55));
         assert_eq!(lifetime(Some(0)), Duration::from_secs(10));
         assert_eq!(lifetime(Some(3600)), Duration::from_secs(3595));
+    }
+
+    /// A token answer is outside input: `"expires_in": 18446744073709551615` once made
+    /// `Instant::now() + lifetime` overflow and panic the scan (found by review of the wire
+    /// fuzz target's token answers).
+    #[tokio::test]
+    async fn a_huge_expires_in_is_capped_not_a_panic() {
+        let tokens = Tokens::default();
+        tokens.put("s", "t".into(), Some(u64::MAX)).await;
+        assert_eq!(tokens.get("s").await.as_deref(), Some("t"));
+        assert!(lifetime(Some(u64::MAX)) <= Duration::from_secs(MAX_LIFETIME_SECS));
     }
 
     #[test]

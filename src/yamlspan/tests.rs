@@ -188,3 +188,15 @@ fn absent_values_are_empty_with_empty_spans_in_every_form() {
         "an explicit ~ keeps its text"
     );
 }
+
+#[test]
+fn a_non_ascii_directive_is_refused_not_mis_spanned() {
+    // Found by fuzzing: after `%日本`, the parser's positions ran bytes ahead of characters.
+    for src in ["%日本語\n---\n0 0000000a\n", "#ó\n%ö\n---\n#本\n0 \n"] {
+        let e = parse_stream(src).expect_err(src);
+        assert!(e.message.contains("directive"), "{e}");
+    }
+    let ok = parse_stream("%YAML 1.2\n---\na: é\n").unwrap();
+    let (value, _, span) = scalar(&ok[0], &["a"]);
+    assert_eq!((value, &"%YAML 1.2\n---\na: é\n"[span]), ("é", "é"));
+}

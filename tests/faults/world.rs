@@ -183,6 +183,12 @@ const POLICY: &str = "{tags: '^[0-9]+$', order: numerical}";
 impl World {
     /// A world whose registry is the stand-in (`real` false) or docker-registry.
     pub fn new(real: bool) -> World {
+        Self::with(real, "1s", |_| String::new())
+    }
+
+    /// Like [`World::new`] with the cycle `interval` and `extra` config (made with the
+    /// world's [`Local`]) appended.
+    pub fn with(real: bool, interval: &str, extra: impl FnOnce(&Local) -> String) -> World {
         let local = Local::new();
         let slack = Slack::start();
         let (images, host, block) = if real {
@@ -198,8 +204,9 @@ impl World {
             (Images::Stand(s), host, block)
         };
         let hook = local.file("slack-url", &slack.server.url("/hook"));
+        let extra = extra(&local);
         let cfg = format!(
-            "interval: 1s\n{block}images:\n  app:\n    repository: {host}/team/app\n    policy: {POLICY}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\nnotify:\n  slack: {{webhookUrl: {{file: {}}}}}\n",
+            "interval: {interval}\n{block}images:\n  app:\n    repository: {host}/team/app\n    policy: {POLICY}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\nnotify:\n  slack: {{webhookUrl: {{file: {}}}}}\n{extra}",
             hook.display()
         );
         let repo = BareRepo::new(&[
