@@ -5,7 +5,6 @@
 //! fds and threads over time, RSS growth after warm-up (the first 10 % of cycles; goal
 //! ≤ 5 %), and whether every new tag was committed exactly once. Figures only: `scripts/soak`.
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[allow(dead_code)]

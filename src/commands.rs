@@ -207,6 +207,7 @@ async fn watcher(opts: RepoOptions) -> Result<std::sync::Arc<infra::Watcher>, Co
         current: reconciler.current.clone(),
         poster: reconciler.poster.clone(),
         metrics: reconciler.metrics.clone(),
+        activity: reconciler.activity.clone(),
     }))
 }
 

@@ -145,6 +145,24 @@ pub fn authority(url: &str) -> Option<String> {
     })
 }
 
+/// Tests that need hosts allowed: the default (`slack.com`) plus `list`, held until the guard
+/// drops, one test at a time (the allowlist is process-wide).
+#[cfg(test)]
+pub(crate) fn test_lock(list: &str) -> impl Drop {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    struct Guard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = set(None);
+        }
+    }
+    let g = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    set(Some(&format!("{DEFAULT},{list}"))).expect("test allowlist");
+    Guard(g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

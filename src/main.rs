@@ -91,13 +91,17 @@ struct RepoArgs {
     /// File holding the password or token for http(s):// repos (or set TAGFLOW_GIT_PASSWORD).
     #[arg(long, env = "TAGFLOW_GIT_PASSWORD_FILE", global = true)]
     git_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for https:// git remotes besides the system roots
+    /// (a self-hosted GitLab or Gitea behind a private CA); the config repo and app sources.
+    #[arg(long, env = "TAGFLOW_GIT_CA_FILE", global = true)]
+    git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run cycles forever: every `interval`, and at once when a registry webhook names an image.
-    /// Serves /healthz, /readyz, /metrics and POST /webhook/registry. SIGTERM finishes the
-    /// cycle in progress (a commit is never cut in half), then exits.
+    /// Serves /healthz, /readyz, /metrics and POST /webhook/registry. SIGTERM cancels a
+    /// registry scan in progress at once, lets a commit being pushed finish, then exits.
     Run {
         /// Address for the HTTP server.
         #[arg(long, env = "TAGFLOW_LISTEN", default_value = "0.0.0.0:8080")]
@@ -167,6 +171,11 @@ enum Command {
         #[arg(value_enum)]
         shell: tagflow::completions::Shell,
     },
+    /// Print the JSON Schema of config/tagflow.yaml (the committed copy is
+    /// config/tagflow.schema.json): `tagflow schema > config/tagflow.schema.json` and start the
+    /// config with `# yaml-language-server: $schema=./tagflow.schema.json` so editors check
+    /// names, types and enums as you type. `tagflow check` still does the whole-config checks.
+    Schema,
     /// Render an infra workspace's inventory from its current terraform outputs and commit it
     /// if it changed (plans and applies nothing).
     Inventory {
@@ -225,6 +234,12 @@ fn main() -> ExitCode {
         eprintln!("tagflow: --secret-hosts: {e}");
         return ExitCode::from(2);
     }
+    if let Some(ca) = &cli.repo.git_ca_file
+        && let Err(e) = tagflow::gitops::trust_ca_file(ca)
+    {
+        eprintln!("tagflow: --git-ca-file: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -255,6 +270,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             commands::inventory(repo_options(args, None)?, &workspace).await?
         }
         Command::ImportFlux { paths, root } => commands::import_flux(&paths, &root)?,
+        Command::Schema => {
+            print!("{}", tagflow::config::config_schema_json());
+            commands::EXIT_OK
+        }
         Command::Completions { shell } => {
             print!("{}", tagflow::completions::generate(shell, &Cli::command()));
             commands::EXIT_OK

@@ -337,9 +337,10 @@ fn rewrite_with(
     let mut hits = marker_hits(file, src, &docs, updates)?;
     hits.extend(path_hits(file, &docs, updates)?);
     check_coverage(file, updates, &hits, every_update)?;
-    let found = (0..updates.len())
-        .map(|i| hits.iter().any(|h| h.update == i))
-        .collect();
+    let mut found = vec![false; updates.len()];
+    for h in &hits {
+        found[h.update] = true;
+    }
 
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut changes = Vec::new();

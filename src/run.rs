@@ -1,6 +1,7 @@
 //! `tagflow run` as a library function (the mini-redis shape): serve on `listener`, run cycles
-//! and the infra watcher until `shutdown` resolves, then stop in order — the cycle in progress
-//! finishes (a commit is never cut in half), the Lease is released so another replica takes
+//! and the infra watcher until `shutdown` resolves, then stop in order — a registry scan in
+//! progress is cancelled at once (a stalled registry never holds shutdown) while a commit being
+//! pushed finishes (a commit is never cut in half), the Lease is released so another replica takes
 //! over at once, terraform runs in progress finish, queued Slack messages are flushed, and the
 //! HTTP server stops last.
 
@@ -89,6 +90,7 @@ pub async fn run(
             repo: reconciler.repo.clone(),
             current: reconciler.current.clone(),
             token: opts.status_token.clone(),
+            activity: reconciler.activity.clone(),
         })),
     });
     if let Ok(addr) = listener.local_addr() {
@@ -104,11 +106,13 @@ pub async fn run(
     });
     let loop_stop = CancellationToken::new();
     let signalled = loop_stop.clone();
+    let scans = reconciler.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(
-            "shutdown requested (signal received): finishing the cycle in progress, then exiting"
+            "shutdown requested (signal received): cancelling the registry scan in progress (a commit being pushed finishes), then exiting"
         );
+        scans.stop_scans();
         signalled.cancel();
     });
     let watcher = infra::Watcher::new(infra::Host {
@@ -116,6 +120,7 @@ pub async fn run(
         current: reconciler.current.clone(),
         poster: reconciler.poster.clone(),
         metrics: metrics.clone(),
+        activity: reconciler.activity.clone(),
     });
     let watcher_task = tokio::spawn(watcher.run(loop_stop.clone()));
     run_loop(reconciler.clone(), ready, rx, loop_stop.clone()).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 
 /// Where a secret lives: exactly one of `file` or `env`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Path of a file holding the secret (trailing newline trimmed).

@@ -176,6 +176,7 @@ async fn the_status_page_needs_its_token_when_one_is_set() {
             repo: Arc::new(crate::gitops::ConfigRepo::new(opts, metrics)),
             current,
             token: Some(crate::secret::SecretRef::file(token.to_string_lossy())),
+            activity: crate::activity::Activity::new(),
         })),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

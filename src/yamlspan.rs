@@ -188,6 +188,9 @@ enum Open {
         start: Node,
         pairs: Vec<(Node, Node)>,
         key: Option<Node>,
+        /// String keys so far → index in `pairs`, so duplicate detection stays linear in a
+        /// mapping with thousands of keys (one values file holding every image).
+        seen: std::collections::HashMap<String, usize>,
     },
     Sequence {
         start: Node,
@@ -372,6 +375,7 @@ impl<'a> Builder<'a> {
                         start,
                         pairs: Vec::new(),
                         key: None,
+                        seen: std::collections::HashMap::new(),
                     }
                 } else {
                     Open::Sequence {
@@ -412,20 +416,22 @@ impl<'a> Builder<'a> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Open::Sequence { items, .. }) => items.push(node),
-            Some(Open::Mapping { pairs, key, .. }) => match key.take() {
+            Some(Open::Mapping {
+                pairs, key, seen, ..
+            }) => match key.take() {
                 None => {
-                    let first = node
-                        .as_str()
-                        .and_then(|name| pairs.iter().find(|(k, _)| k.as_str() == Some(name)));
-                    if let (Some(name), Some((first, _))) = (node.as_str(), first) {
-                        return Err(YamlError {
-                            line: node.line,
-                            col: node.col,
-                            message: format!(
-                                "duplicate key {name:?} (first at line {}, again at line {})",
-                                first.line, node.line
-                            ),
-                        });
+                    if let Some(name) = node.as_str() {
+                        if let Some(&i) = seen.get(name) {
+                            return Err(YamlError {
+                                line: node.line,
+                                col: node.col,
+                                message: format!(
+                                    "duplicate key {name:?} (first at line {}, again at line {})",
+                                    pairs[i].0.line, node.line
+                                ),
+                            });
+                        }
+                        seen.insert(name.to_owned(), pairs.len());
                     }
                     *key = Some(node);
                 }

@@ -161,6 +161,17 @@ fn imported_flux_setup_passes_check_and_picks_what_flux_picks() {
         "{config_text}"
     );
 
+    // Editors checking against the schema see no problem in what import-flux wrote.
+    let schema = jsonschema::validator_for(&config::config_schema()).expect("schema");
+    let as_json: serde_json::Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&config_text).unwrap())
+            .unwrap();
+    let errors: Vec<String> = schema
+        .iter_errors(&as_json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{config_text}");
+
     write(root, "config/tagflow.yaml", &config_text);
     let (ok, out, err) = tagflow(root, &["check", "--dir", "."]);
     assert!(ok, "check failed:\n{out}{err}\n--- config:\n{config_text}");

@@ -222,6 +222,7 @@ impl Bed {
             current: agent.current.clone(),
             poster: agent.poster.clone(),
             metrics: agent.metrics.clone(),
+            activity: agent.activity.clone(),
         });
         Self {
             repo,

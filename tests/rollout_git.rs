@@ -81,6 +81,10 @@ struct Replica {
 
 impl Replica {
     fn start(w: &World, name: &str) -> Replica {
+        Self::start_with(w, name, &[])
+    }
+
+    fn start_with(w: &World, name: &str, extra: &[&str]) -> Replica {
         let dir = w.local.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("dir");
         let log = dir.join("run.log");
@@ -94,6 +98,7 @@ impl Replica {
         ])
         .arg("--workdir")
         .arg(dir.join("work"))
+        .args(extra)
         .env_remove("KUBECONFIG")
         .env("HOME", &dir)
         .stdin(Stdio::null())
@@ -311,4 +316,106 @@ fn a_promotion_pushed_by_a_replica_killed_before_saving_state_is_reverted_from_g
         .read("main", "config/quarantine.yaml")
         .expect("quarantine");
     assert!(q.contains("tag: \"0f1e2d3\""), "{q}");
+}
+
+/// `gate.approval: pullRequest`: once dev soaked, the promotion is proposed as a PR on
+/// tagflow's branch (main untouched) and the thread names it; merging it is the approval, and
+/// prod then rolls out what was merged. The forge is the stand-in (tests/testbed/src/forge.rs).
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn merging_the_promotion_pull_request_is_the_approval() {
+    let forge = testbed::Forge::start(testbed::Flavor::Github, "org/config", "gate-token-77");
+    let token = Local::new();
+    let token_file = token.file("token", "gate-token-77");
+    let gate = format!(
+        "{{soak: 1s, approval: pullRequest}}\n    push: {{branch: 'tagflow/{{env}}'}}\n    pullRequest: {{provider: github, tokenFile: {}, apiUrl: '{}', project: org/config}}",
+        token_file.display(),
+        forge.api_url()
+    );
+    let w = world(&gate);
+    let r = Replica::start_with(&w, "a", &["--secret-hosts", "127.0.0.1"]);
+    wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &r);
+    let pr = eventually(LIMIT, || forge.open().into_iter().next())
+        .unwrap_or_else(|| panic!("no promotion PR: {:#?}\n{}", forge.calls(), r.logs()));
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str()),
+        ("tagflow/prod", "main")
+    );
+    assert_eq!(pr.title, "tagflow: prod app → 0f1e2d3");
+    assert!(
+        pr.body
+            .contains("Merging this pull request is the approval"),
+        "{}",
+        pr.body
+    );
+    assert_eq!(
+        tag_in(
+            &w.repo
+                .read("tagflow/prod", "envs/prod/patch.yaml")
+                .expect("branch")
+        ),
+        "0f1e2d3"
+    );
+    assert_eq!(
+        tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
+        "a1b2c3d",
+        "nothing reaches prod's file on main before the merge"
+    );
+    let url = format!("/pull/{}", pr.number);
+    let said = eventually(LIMIT, || {
+        w.slack
+            .texts()
+            .into_iter()
+            .find(|t| t.contains("merge it to approve") && t.contains(&url))
+    });
+    assert!(said.is_some(), "Slack names the PR: {:#?}", w.slack.texts());
+    let s = state(&w).expect("state");
+    assert!(
+        s["rollouts"]["dev/app"]["pullRequest"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&url)),
+        "the state (and so the status page) names the PR: {s}"
+    );
+
+    // The reviewer merges: that is the approval.
+    let tree = testbed::git(&w.repo.path, &["rev-parse", "tagflow/prod^{tree}"]);
+    let merge = testbed::git(
+        &w.repo.path,
+        &[
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            "main",
+            "-p",
+            "tagflow/prod",
+            "-m",
+            "Merge PR",
+        ],
+    );
+    testbed::git(
+        &w.repo.path,
+        &["update-ref", "refs/heads/main", merge.trim()],
+    );
+    forge.mark_merged(pr.number);
+    wait_phase(&w, "prod/app", "0f1e2d3", "healthy", &r);
+    wait_phase(&w, "dev/app", "0f1e2d3", "promoted", &r);
+    assert!(
+        eventually(LIMIT, || w
+            .repo
+            .head("tagflow/prod")
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "the merged branch is retired"
+    );
+    assert!(forge.open().is_empty(), "{:#?}", forge.prs());
+    let first_parents = testbed::git(
+        &w.repo.path,
+        &["log", "--first-parent", "--format=%s", "main"],
+    );
+    assert!(
+        !first_parents.contains("prod app → 0f1e2d3"),
+        "tagflow made no promotion commit of its own on main:\n{first_parents}"
+    );
+    assert!(!r.logs().contains("gate-token-77"), "token in logs");
 }

@@ -89,7 +89,10 @@ async fn select(server: &Scripted, policy: &str) -> Result<tagflow::plan::Desire
     );
     let metrics = Metrics::new();
     let selector = Selector::new(&opts, Arc::new(Registries::new(metrics.clone())), metrics);
-    let (mut desired, errors) = selector.select(&cfg, &Gates::default(), &Scope::All).await;
+    let (mut desired, errors) = selector
+        .select(&cfg, &Gates::default(), &Scope::All)
+        .await
+        .expect("not cancelled");
     match errors.into_iter().next() {
         Some((_, e)) => Err(e.to_string()),
         None => Ok(desired.remove("app").expect("app selected")),

@@ -145,7 +145,7 @@ fn rendered_pod_is_non_root_read_only_and_mounts_the_chosen_secrets() {
         "v.yaml",
         "secretHosts: registry.example.com,*.slack.com\n\
          replicas: 1\nlease: {enabled: false, name: tagflow, duration: 15s}\n\
-         secrets: {git: {name: git-https, type: https, username: bot}, slack: {name: ''}}\n",
+         secrets: {git: {name: git-https, type: https, username: bot, caCert: true}, slack: {name: ''}}\n",
     );
     let objs = objects(&template(&helm, &[&values], &[]).expect("render"));
     let deploy = one(&objs, "Deployment");
@@ -169,6 +169,10 @@ fn rendered_pod_is_non_root_read_only_and_mounts_the_chosen_secrets() {
     assert!(args.contains(&"--git-username=bot"), "{args:?}");
     assert!(
         args.contains(&"--git-password-file=/etc/tagflow/git/password"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--git-ca-file=/etc/tagflow/git/ca.crt"),
         "{args:?}"
     );
     assert!(!args.iter().any(|a| a.starts_with("--lease")), "{args:?}");

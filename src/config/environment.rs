@@ -9,7 +9,7 @@ use super::duration as humantime_serde_compat;
 
 /// `environments.<env>.release`: the object whose status says whether the environment's
 /// commit is deployed (a Flux HelmRelease unless `kind` says otherwise).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReleaseRef {
     /// Which reconciler's object it is.
@@ -23,7 +23,9 @@ pub struct ReleaseRef {
 }
 
 /// `environments.<env>.release.kind`: the reconciler deploying the environment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, schemars::JsonSchema,
+)]
 pub enum ReleaseKind {
     /// Flux `helm.toolkit.fluxcd.io/v2` HelmRelease (the default, as before `kind` existed).
     #[default]
@@ -52,7 +54,7 @@ impl std::fmt::Display for ReleaseKind {
 }
 
 /// `environments.<env>.smoke`: the "curl check" run once the release is Ready.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SmokeConfig {
     /// URL to GET; `{tag}` is replaced by the tag being rolled out.
@@ -65,17 +67,20 @@ pub struct SmokeConfig {
     pub retries: u32,
     /// Wait between checks.
     #[serde(default = "default_smoke_interval", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// The rollout fails if no check passed this long after Ready.
     #[serde(default = "default_deadline", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub deadline: Duration,
     /// Timeout of each request.
     #[serde(default = "default_request_timeout", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// Expected answer of a smoke check.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
     /// HTTP status.
@@ -95,15 +100,17 @@ impl Default for Expect {
 }
 
 /// `environments.<env>.gate`: what the `promoteFrom` environment must pass first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GateConfig {
     /// How long the source environment must stay healthy after its smoke check passed.
     #[serde(default, with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub soak: Duration,
-    /// Whether an approval (in `approvals.yaml`) for this environment and tag is needed.
+    /// Whether a person approves: `true` by an entry in `approvals.yaml`, `pullRequest` by
+    /// merging the promotion PR, `false` (default) not at all.
     #[serde(default)]
-    pub approval: bool,
+    pub approval: super::ApprovalMode,
 }
 
 fn default_retries() -> u32 {

@@ -11,7 +11,7 @@ use super::repo_path::check_repo_path;
 use crate::secret::SecretRef;
 
 /// One terraform workspace.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InfraConfig {
     /// Name used in messages, metrics, approvals and `tagflow drift NAME`.
@@ -32,9 +32,11 @@ pub struct InfraConfig {
     /// Deadline of one whole run (init + plan + show [+ apply + output]); then the process group
     /// is killed.
     #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// `-lock-timeout` for plan and apply.
     #[serde(default = "default_lock_timeout", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub lock_timeout: Duration,
     /// What to do about drift.
     #[serde(default)]
@@ -44,7 +46,7 @@ pub struct InfraConfig {
 }
 
 /// An environment variable's value.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum EnvValue {
     /// A secret, read when terraform starts and scrubbed from everything tagflow prints.
@@ -54,7 +56,7 @@ pub enum EnvValue {
 }
 
 /// What the watcher does about drift.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InfraMode {
     /// Report only.
@@ -67,7 +69,7 @@ pub enum InfraMode {
 }
 
 /// Where the inventory comes from and goes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InventoryConfig {
     /// Terraform output holding `{hosts = {NAME = {ip, ansible_host, roles}}}`.

@@ -7,6 +7,8 @@ mod current;
 mod duration;
 mod environment;
 mod infra;
+mod json_schema;
+mod pull_request;
 mod repo_path;
 mod rollout;
 mod schedule;
@@ -23,6 +25,8 @@ use serde_yaml::Value;
 pub use current::{Current, Loaded};
 pub use environment::{Expect, GateConfig, ReleaseKind, ReleaseRef, SmokeConfig};
 pub use infra::{EnvValue, InfraConfig, InfraMode, InventoryConfig};
+pub use json_schema::{config_schema, config_schema_json};
+pub use pull_request::{ApprovalMode, ForgeProvider, PullRequestConfig, PushConfig, branch_name};
 pub use rollout::{
     APPROVALS, Approval, Gates, QUARANTINE, QuarantineEntry, parse_gates, plan_approval, sibling,
 };
@@ -288,6 +292,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     validate::validate(&config, &mut r);
     infra::validate(&config.infra, &infra_at, &mut r);
     rollout::validate(&config, &mut r);
+    pull_request::validate(&config, &mut r);
     if r.problems.is_empty() {
         Ok(config)
     } else {

@@ -13,7 +13,7 @@ use super::{Config, ConfigError, Problem, Report};
 use crate::yamlspan;
 
 /// One approval: `tag` may be promoted into `env` (for `image`, or any image when omitted).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Approval {
     /// Environment receiving the tag.
@@ -25,7 +25,7 @@ pub struct Approval {
 }
 
 /// One quarantined tag: never selected by the policy, never promoted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct QuarantineEntry {
     /// Image.

@@ -31,7 +31,7 @@ pub struct Config {
 }
 
 /// `git:` section: how tagflow signs and words its commits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GitConfig {
     /// Commit author (and committer).
@@ -46,7 +46,7 @@ pub struct GitConfig {
 }
 
 /// `git.signing`: the key every commit is signed with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SigningConfig {
     /// Signature kind, as git's `gpg.format` names it.
@@ -57,7 +57,7 @@ pub struct SigningConfig {
 }
 
 /// How commits are signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SigningFormat {
     /// `ssh-keygen -Y sign -n git` (git's `gpg.format=ssh`).
@@ -81,7 +81,7 @@ fn default_subject() -> String {
 }
 
 /// A git identity.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Author {
     /// Display name.
@@ -100,7 +100,7 @@ impl Default for Author {
 }
 
 /// One registry host and how to talk to it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegistryConfig {
     /// `host` or `host:port`, as it appears at the start of image repositories.
@@ -120,6 +120,7 @@ pub struct RegistryConfig {
     pub concurrency: usize,
     /// Timeout of each request.
     #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -134,7 +135,7 @@ fn default_timeout() -> Duration {
 }
 
 /// Registry credentials: a docker `config.json`, or a username with a password secret.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegistryCredentials {
     /// Path of a docker `config.json` (`auths.<host>.auth` or `username`/`password`).
@@ -146,7 +147,7 @@ pub struct RegistryCredentials {
 }
 
 /// One image: where it lives and how to pick its newest tag.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageConfig {
     /// Full repository, registry host first: `registry.example.com/team/app`.
@@ -167,7 +168,7 @@ fn default_platform() -> String {
 }
 
 /// How tags are filtered and ordered.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyConfig {
     /// Regex a tag must match (whole tag; anchor it yourself).
@@ -190,11 +191,12 @@ pub struct PolicyConfig {
     /// Pick a tag only once its image was built at least this long ago (image config
     /// `created`), so a release can be pulled before it is deployed.
     #[serde(default, with = "humantime_serde_compat::option")]
+    #[schemars(with = "Option<String>")]
     pub min_age: Option<Duration>,
 }
 
 /// Tag orderings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Image config `created` time.
@@ -210,7 +212,7 @@ pub enum Order {
 }
 
 /// Sort direction for numerical and alphabetical orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The greatest value wins.
@@ -221,7 +223,7 @@ pub enum Direction {
 }
 
 /// The app's source repository, for `order: git`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SourceConfig {
     /// Clone URL (file://, https://, ssh://). Credentials are the CLI's git credentials.
@@ -236,7 +238,7 @@ fn default_branch() -> String {
 }
 
 /// One environment: its values file and which images it carries.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvironmentConfig {
     /// Values file, relative to the repo root; empty when `dir` is given instead.
@@ -256,16 +258,21 @@ pub struct EnvironmentConfig {
     pub promote_from: Option<String>,
     /// Gates the `promoteFrom` environment's rollout must pass first.
     pub gate: Option<super::environment::GateConfig>,
+    /// Push tagflow's change to a branch of its own instead of the target branch.
+    pub push: Option<super::PushConfig>,
+    /// Open one PR/MR per pushed branch on this forge.
+    pub pull_request: Option<super::PullRequestConfig>,
     /// Longest wait from tagflow's commit to the release being Ready.
     #[serde(
         default = "super::environment::default_timeout",
         with = "humantime_serde_compat"
     )]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
 /// How an image is found inside an environment's values file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetConfig {
     /// Setter marker policy name; default the image's.
@@ -276,7 +283,7 @@ pub struct TargetConfig {
 }
 
 /// YAML-path targets.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PathsConfig {
     /// Path of the repository field (`image.repository`).
@@ -300,7 +307,7 @@ impl PathsConfig {
 }
 
 /// `notify:` section.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NotifyConfig {
     /// Slack; no messages when absent.
@@ -308,7 +315,7 @@ pub struct NotifyConfig {
 }
 
 /// Slack: an incoming webhook (flat messages) and/or a bot token (one thread per rollout).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SlackConfig {
     /// Incoming-webhook URL, by file or env var (it is a secret).
@@ -327,7 +334,7 @@ fn default_slack_api() -> String {
 }
 
 /// `webhook:` section: who may trigger scans.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookConfig {
     /// Bearer token the registry's notifications must carry.
@@ -365,7 +372,7 @@ impl Default for WebhookConfig {
 }
 
 /// A hosted registry's webhook: the shared secret it proves itself with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HookSecret {
     /// The secret, by file or env var.
@@ -373,7 +380,7 @@ pub struct HookSecret {
 }
 
 /// GitLab's registry notifications: the token and the registry host its paths belong to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GitlabHook {
     /// Value of the `X-Gitlab-Token` header, by file or env var.

@@ -197,7 +197,7 @@ fn a_broken_entry_is_its_one_problem_not_also_a_missing_section() {
     assert_eq!(
         problems(text),
         [
-            "c.yaml:8: environments.dev.colour: unknown field `colour`, expected one of `file`, `dir`, `images`, `release`, `smoke`, `promoteFrom`, `gate`, `timeout`"
+            "c.yaml:8: environments.dev.colour: unknown field `colour`, expected one of `file`, `dir`, `images`, `release`, `smoke`, `promoteFrom`, `gate`, `push`, `pullRequest`, `timeout`"
         ]
     );
     // An image dropped for its own problem is not "no such image" where an environment names it.

@@ -99,6 +99,8 @@ impl Reconciler {
             gates: Arc::new(gates),
             commit: head.to_string(),
         });
+        self.activity
+            .worked(crate::activity::stage::CONFIG, chrono::Utc::now());
         let recovered = self
             .loader
             .bad_alerted
@@ -154,6 +156,23 @@ impl Reconciler {
             tracing::warn!(commit = %gitops::short(head), "config still invalid; keeping the last good one");
         }
         self.metrics.error("config");
+        let kept = good.as_ref().map_or_else(
+            || "no good config to run instead".to_owned(),
+            |l| {
+                format!(
+                    "running the last good config, from {}",
+                    l.commit.chars().take(7).collect::<String>()
+                )
+            },
+        );
+        self.activity.failed(
+            crate::activity::stage::CONFIG,
+            &format!(
+                "config at {} is broken ({kept}):\n{err}",
+                gitops::short(head)
+            ),
+            chrono::Utc::now(),
+        );
         match good {
             Some(l) => Ok((head, l.config)),
             None => Err(err.into()),

@@ -15,6 +15,7 @@ pub mod alerts;
 mod announce;
 pub mod load;
 pub mod pipeline;
+pub mod propose;
 pub mod rollouts;
 pub mod run_loop;
 pub mod select;
@@ -72,6 +73,15 @@ pub enum RolloutError {
         #[source]
         source: RevertError,
     },
+    /// A pull-request branch or its PR could not be brought up to date.
+    #[error("pull-request branch {branch}: {source}")]
+    Propose {
+        /// The branch.
+        branch: String,
+        /// Why.
+        #[source]
+        source: propose::ProposeError,
+    },
 }
 
 /// Why a revert commit was not pushed.
@@ -94,6 +104,7 @@ impl RolloutError {
                 RevertError::Registry(e) => e.is_transient(),
                 RevertError::Commit(e) => e.is_transient(),
             },
+            Self::Propose { source, .. } => source.is_transient(),
         }
     }
 }
@@ -189,6 +200,7 @@ impl Report {
         keys.extend(self.rollout_errors.iter().map(|e| match e {
             RolloutError::Release { env, .. } => format!("rollout:{env}:release"),
             RolloutError::Revert { env, image, .. } => format!("rollout:{env}:{image}:revert"),
+            RolloutError::Propose { branch, .. } => format!("propose:{branch}"),
         }));
         keys.join(",")
     }
@@ -212,6 +224,9 @@ pub enum CycleError {
     /// Some images could not be scanned (`plan`, which shows nothing partial).
     #[error("{} image(s) could not be scanned: {}", .0.len(), .0.iter().map(|(i, e)| format!("{i}: {e}")).collect::<Vec<_>>().join("; "))]
     Images(Vec<(String, SelectError)>),
+    /// Shutdown came during the scan: the cycle stopped before committing anything.
+    #[error(transparent)]
+    Cancelled(#[from] select::Cancelled),
     /// The Kubernetes API or the Lease cannot be reached: nothing is written until it can.
     #[error("cannot reach the Kubernetes API: {0}; writing nothing until the Lease can be renewed")]
     Cluster(#[source] ClusterError),
@@ -230,7 +245,7 @@ impl CycleError {
             Self::Commit(e) => e.is_transient(),
             Self::Images(v) => v.iter().any(|(_, e)| e.is_transient()),
             Self::Cluster(e) => e.is_transient(),
-            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster(_) => false,
+            Self::Config(_) | Self::NoConfig(_) | Self::NoCluster(_) | Self::Cancelled(_) => false,
         }
     }
 
@@ -251,6 +266,7 @@ impl CycleError {
             // Leader and follower cut off from the API say the same, so Slack hears it once.
             Self::Cluster(_) => "cluster".into(),
             Self::NoCluster(env) => format!("no-cluster:{env}"),
+            Self::Cancelled(_) => "cancelled".into(),
         }
     }
 }
@@ -289,6 +305,8 @@ pub struct Reconciler {
     pub current: Arc<config::Current>,
     /// Slack, with the settings in force.
     pub poster: Poster,
+    /// The last error of each stage, for the status page.
+    pub activity: Arc<crate::activity::Activity>,
     /// Which of tagflow's commits were announced.
     announcer: announce::Announcer,
     cache: CacheFile,
@@ -296,6 +314,8 @@ pub struct Reconciler {
     alerts: alerts::Alerts,
     selector: select::Selector,
     rollouts: rollouts::Rollouts,
+    /// The PR seen per pull-request branch.
+    proposals: propose::Memory,
     /// `--lease` was given: every cycle goes through the rollout path (followers write nothing).
     clustered: bool,
 }
@@ -331,17 +351,25 @@ impl Reconciler {
                 None => rollouts::Rollouts::without_cluster(),
             },
             selector,
+            proposals: propose::Memory::default(),
             repo,
             metrics,
             registries,
             current,
             poster,
+            activity: crate::activity::Activity::new(),
         })
     }
 
     /// The config in force (last good), if any.
     pub fn config(&self) -> Option<Arc<config::Config>> {
         self.current.config()
+    }
+
+    /// Shutdown: cancel the registry scan in progress (and any later one). A commit being
+    /// pushed is not part of the scan and finishes.
+    pub fn stop_scans(&self) {
+        self.selector.stop();
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).
@@ -379,19 +407,25 @@ mod tests {
     }
 
     fn refused() -> SelectError {
-        SelectError::Registry(RegistryError::Transport {
+        refused_because("connection refused")
+    }
+
+    fn refused_because(reason: &str) -> SelectError {
+        RegistryError::Transport {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-            reason: "connection refused".into(),
+            reason: reason.into(),
             timeout: false,
-        })
+        }
+        .into()
     }
 
     fn unauthorized() -> SelectError {
-        SelectError::Registry(RegistryError::Unauthorized {
+        RegistryError::Unauthorized {
             registry: "r".into(),
             url: "http://r/v2/".into(),
-        })
+        }
+        .into()
     }
 
     #[test]
@@ -429,10 +463,7 @@ mod tests {
     #[test]
     fn failure_keys_ignore_what_varies_in_the_text() {
         let a = report(vec![("app".into(), refused())]);
-        let mut other = refused();
-        if let SelectError::Registry(RegistryError::Transport { reason, .. }) = &mut other {
-            *reason = "connection refused (os error 111) at 127.0.0.1:40213".into();
-        }
+        let other = refused_because("connection refused (os error 111) at 127.0.0.1:40213");
         let b = report(vec![("app".into(), other)]);
         assert_eq!(a.failure_key(), b.failure_key());
         assert_ne!(

@@ -1,7 +1,7 @@
 //! The cycle itself, in order, and the two commands built from its stages: the dry run
 //! (`plan`) and `approve`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use git2::Oid;
 
@@ -59,6 +59,7 @@ pub fn log_outcome(result: &Result<Report, CycleError>) {
                 );
             }
         },
+        Err(CycleError::Cancelled(e)) => tracing::info!("cycle stopped: {e}"),
         Err(e) => tracing::error!(error = %e, transient = e.is_transient(), "cycle failed"),
     }
 }
@@ -70,6 +71,10 @@ impl Reconciler {
     pub async fn cycle(&self, scope: &Scope) -> Result<Report, CycleError> {
         let started = std::time::Instant::now();
         let mut result = self.cycle_inner(scope).await;
+        if let Err(CycleError::Cancelled(_)) = &result {
+            // Shutting down mid-scan is neither a failure to alert on nor a cycle to count.
+            return result;
+        }
         if let Ok(r) = &mut result
             && self.selector.take_retry()
         {
@@ -87,6 +92,7 @@ impl Reconciler {
         self.metrics.cycle_took(started.elapsed());
         self.metrics.cycle(outcome.label());
         self.metrics.cycle_duration(started.elapsed().as_secs_f64());
+        self.record_activity(&result);
         match &result {
             Ok(r) if matches!(outcome, Outcome::Partial) => {
                 let text = r.failures().join("\n");
@@ -102,6 +108,46 @@ impl Reconciler {
         result
     }
 
+    /// The status page's "last error per stage": what failed, and what this cycle proved works.
+    fn record_activity(&self, result: &Result<Report, CycleError>) {
+        use crate::activity::stage;
+        let now = chrono::Utc::now();
+        let a = &self.activity;
+        match result {
+            Ok(r) if r.follower => a.worked(stage::GIT, now),
+            Ok(r) => {
+                let scans: Vec<String> = r
+                    .image_errors
+                    .iter()
+                    .map(|(image, e)| format!("image {image}: {e}"))
+                    .collect();
+                let rollouts: Vec<String> =
+                    r.rollout_errors.iter().map(ToString::to_string).collect();
+                for (stage, lines) in [(stage::SCAN, &scans), (stage::ROLLOUT, &rollouts)] {
+                    if lines.is_empty() {
+                        a.worked(stage, now);
+                    } else {
+                        a.failed(stage, &lines.join("\n"), now);
+                    }
+                }
+                for s in [stage::GIT, stage::COMMIT, stage::CLUSTER] {
+                    a.worked(s, now);
+                }
+            }
+            Err(e) => {
+                let s = match e {
+                    CycleError::Config(_) | CycleError::NoConfig(_) => stage::CONFIG,
+                    CycleError::Git(_) => stage::GIT,
+                    CycleError::Commit(_) => stage::COMMIT,
+                    // A cancelled cycle returns before this; were it recorded, the scan stopped.
+                    CycleError::Images(_) | CycleError::Cancelled(_) => stage::SCAN,
+                    CycleError::Cluster(_) | CycleError::NoCluster(_) => stage::CLUSTER,
+                };
+                a.failed(s, &e.to_string(), now);
+            }
+        }
+    }
+
     async fn cycle_inner(&self, scope: &Scope) -> Result<Report, CycleError> {
         let (head, cfg) = self.refresh().await?;
         // Rollouts (smoke checks, promotions, gates) run with a Lease, or without a cluster with
@@ -113,7 +159,7 @@ impl Reconciler {
         // Commits of earlier cycles (or processes) not announced yet.
         self.announce(head).await;
         let gates = self.current.gates();
-        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await?;
         let mut report = Report {
             head,
             commit: None,
@@ -128,14 +174,26 @@ impl Reconciler {
             return Ok(report);
         }
         let targets = plan::policy_targets(&cfg, &desired);
-        let done = self
-            .repo
-            .commit(cfg.clone(), ChangeSet::Update(targets))
-            .await?;
+        let (targets, branched) = super::propose::split(&cfg, targets);
+        let done = if targets.is_empty() {
+            gitops::Committed {
+                commit: None,
+                head,
+                changes: Vec::new(),
+            }
+        } else {
+            self.repo
+                .commit(cfg.clone(), ChangeSet::Update(targets))
+                .await?
+        };
         if done.commit.is_some() {
             // Said from git, so a crash before the post or a Slack outage only delays it.
             self.announce(done.head).await;
         }
+        let proposed = self
+            .propose(&cfg, done.head, branched, (&BTreeSet::new(), &[]))
+            .await;
+        report.rollout_errors.extend(proposed.errors);
         report.head = done.head;
         report.commit = done.commit;
         report.changes = done.changes;
@@ -148,7 +206,7 @@ impl Reconciler {
     pub async fn plan(&self) -> Result<Option<(String, String)>, CycleError> {
         let (head, cfg) = self.refresh().await?;
         let gates = self.current.gates();
-        let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await;
+        let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await?;
         if !errors.is_empty() {
             return Err(CycleError::Images(errors));
         }

@@ -1,6 +1,7 @@
 //! The `run` loop: a cycle, then wait for the interval, a webhook trigger, a watch event or
-//! shutdown. Shutdown is only looked at between cycles, so a commit in progress always
-//! finishes.
+//! shutdown. Shutdown cancels a cycle's registry scan at once ([`Reconciler::stop_scans`],
+//! which `run` calls) and is otherwise looked at between cycles, so a commit being pushed
+//! always finishes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub async fn run_loop(
     loop {
         let result = reconciler.cycle(&scope).await;
         log_outcome(&result);
+        // What the cycle loaded (values files, YAML trees, the plan) is dropped by now: hand
+        // the pages back, or glibc keeps a large file's peak for the life of the process.
+        crate::memory::give_back();
         match &result {
             Ok(r) => {
                 ready.store(true, Ordering::Relaxed);

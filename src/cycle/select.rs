@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::Scope;
 use crate::config::{Config, Gates, Order};
@@ -13,7 +14,7 @@ use crate::gitops::{self, GitAuth, GitError, RepoOptions};
 use crate::metrics::Metrics;
 use crate::plan::Desired;
 use crate::policy::{Facts, NoCandidate, Policy, PolicyError};
-use crate::registry::{Registries, RegistryError};
+use crate::registry::{Registries, RegistryError, Scan};
 
 /// How soon to rescan after a listed tag could not be read.
 pub const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
@@ -23,9 +24,9 @@ const UNREADABLE_TRIES: u32 = 5;
 /// Why no tag could be selected for an image.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
-    /// The registry failed or refused.
+    /// The registry failed or refused (shared by every image the failed request served).
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(#[from] Arc<RegistryError>),
     /// The policy refused (bad regex, no tag qualifies).
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -54,7 +55,7 @@ impl SelectError {
     /// A stable identity for alerts (the kind, not the text).
     pub fn kind(&self) -> String {
         match self {
-            Self::Registry(e) => match e {
+            Self::Registry(e) => match &**e {
                 RegistryError::Setup(_) => "registry:setup".into(),
                 RegistryError::Credentials { .. } => "registry:credentials".into(),
                 RegistryError::Unauthorized { .. } => "registry:unauthorized".into(),
@@ -75,6 +76,18 @@ impl SelectError {
         }
     }
 }
+
+impl From<RegistryError> for SelectError {
+    fn from(e: RegistryError) -> Self {
+        Self::Registry(Arc::new(e))
+    }
+}
+
+/// The scan was cancelled because tagflow is shutting down: nothing was selected, so nothing
+/// of this cycle is committed.
+#[derive(Debug, thiserror::Error)]
+#[error("scan cancelled: shutting down before anything was committed")]
+pub struct Cancelled;
 
 /// Tags a registry listed but answered 404 for. A registry notifies before a pushed manifest is
 /// readable, so a webhook scan can land in that gap; a few quick rescans close it, and the
@@ -104,6 +117,9 @@ impl Unreadable {
     }
 }
 
+/// The desired image per name, and the images that could not be scanned.
+pub type Selected = (BTreeMap<String, Desired>, Vec<(String, SelectError)>);
+
 /// What selection needs: the registries, and a work dir for the source repos of `order: git`.
 #[derive(Debug)]
 pub struct Selector {
@@ -114,6 +130,9 @@ pub struct Selector {
     /// `host[:port]` of the config repo: the one host git credentials always go to.
     repo_host: Option<String>,
     unreadable: Mutex<Unreadable>,
+    /// Cancelled on shutdown: a scan in progress stops at once (a stalled registry must not
+    /// hold the process), while a commit being pushed is outside the scan and finishes.
+    stop: CancellationToken,
 }
 
 impl Selector {
@@ -126,6 +145,7 @@ impl Selector {
             auth: opts.auth.clone(),
             repo_host: crate::egress::authority(&opts.url),
             unreadable: Mutex::new(Unreadable::default()),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -157,14 +177,27 @@ impl Selector {
             .take_retry()
     }
 
+    /// Stop the scan in progress and every later one ([`Cancelled`]).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Scan the registry and pick the desired image for each image in scope; quarantined tags
-    /// are never picked.
+    /// are never picked. [`Cancelled`] once [`Selector::stop`] was called, even mid-request.
     pub async fn select(
         &self,
         cfg: &Config,
         gates: &Gates,
         scope: &Scope,
-    ) -> (BTreeMap<String, Desired>, Vec<(String, SelectError)>) {
+    ) -> Result<Selected, Cancelled> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(Cancelled),
+            selected = self.select_all(cfg, gates, scope) => Ok(selected),
+        }
+    }
+
+    async fn select_all(&self, cfg: &Config, gates: &Gates, scope: &Scope) -> Selected {
         // Every image at once: the registry's own limiter (`concurrency`, `rateLimit`) bounds
         // what is in flight, not the number of images. Results are read back in config order,
         // so logs and commit messages do not depend on which answer came first.
@@ -176,9 +209,15 @@ impl Selector {
                 Scope::Images(set) => set.contains(*name),
             })
             .collect();
-        let results =
-            futures::future::join_all(names.iter().map(|name| self.select_one(cfg, gates, name)))
-                .await;
+        // One listing per repository and one resolution per tag, shared by every image (and
+        // environment) naming it: 10,000 images on one repository cost one tags request.
+        let scan = self.registries.scan(cfg);
+        let results = futures::future::join_all(
+            names
+                .iter()
+                .map(|name| self.select_one(cfg, &scan, gates, name)),
+        )
+        .await;
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, result) in names.into_iter().zip(results) {
@@ -201,12 +240,13 @@ impl Selector {
     async fn select_one(
         &self,
         cfg: &Config,
+        scan: &Scan<'_>,
         gates: &Gates,
         name: &str,
     ) -> Result<Desired, SelectError> {
         let img = &cfg.images[name];
         let policy = Policy::compile(&img.policy)?;
-        let tags = self.registries.list_tags(cfg, &img.repository).await?;
+        let tags = scan.list_tags(&img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
         let quarantined = gates.quarantined_tags(name);
         let mut screened = policy.screen(tags.iter().map(String::as_str));
@@ -220,17 +260,18 @@ impl Selector {
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         // Build times serve `order: built` and `minAge`, whatever the order.
         if policy.needs_build_time() {
-            let metas = futures::future::join_all(qualified.iter().map(|q| {
-                self.registries
-                    .resolve(cfg, &img.repository, &q.tag, &img.platform)
-            }))
+            let metas = futures::future::join_all(
+                qualified
+                    .iter()
+                    .map(|q| scan.resolve(&img.repository, &q.tag, &img.platform)),
+            )
             .await;
             for (q, meta) in qualified.iter().zip(metas) {
                 match meta {
                     Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
                     // Listed but not readable: deleted since the listing, or — right after
                     // a push notification — not stored yet. Not a candidate now; look again.
-                    Err(RegistryError::NotFound(_)) => self
+                    Err(e) if matches!(*e, RegistryError::NotFound(_)) => self
                         .unreadable
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -257,9 +298,8 @@ impl Selector {
             }
         }
         let decision = policy.select(&screened, &facts, chrono::Utc::now())?;
-        let meta = self
-            .registries
-            .resolve(cfg, &img.repository, &decision.tag, &img.platform)
+        let meta = scan
+            .resolve(&img.repository, &decision.tag, &img.platform)
             .await?;
         for (tag, why) in &decision.skipped {
             tracing::debug!(image = %name, tag = %tag, reason = %why, "tag skipped");

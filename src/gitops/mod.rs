@@ -6,6 +6,7 @@
 //! caller to plan again on it, and retries with backoff.
 
 pub mod auth;
+mod branch;
 mod history;
 mod repo;
 pub mod sign;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use git2::{Oid, Repository, Signature};
 
 pub use auth::GitAuth;
+pub use branch::{BranchPlan, Decision};
 pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
 pub use snapshot::Snapshot;
 
@@ -39,7 +41,7 @@ pub enum GitError {
     #[error("bad git setup: {0}")]
     Setup(String),
     /// A libgit2 operation failed.
-    #[error("failed to {action}: {source}")]
+    #[error("failed to {action}: {source}{}", tls_hint(.source))]
     Git {
         /// What we were doing.
         action: String,
@@ -69,6 +71,16 @@ pub enum GitError {
         "push rejected {0} times in a row (other writers kept moving the branch); will retry next cycle"
     )]
     Contended(u32),
+}
+
+/// What to do about a certificate the system roots do not trust.
+fn tls_hint(e: &git2::Error) -> &'static str {
+    if e.class() == git2::ErrorClass::Ssl {
+        " (a server certificate from a private CA: pass that CA's PEM with --git-ca-file or \
+         TAGFLOW_GIT_CA_FILE)"
+    } else {
+        ""
+    }
 }
 
 impl GitError {
@@ -367,10 +379,27 @@ impl Checkout {
             .map_err(git_err("create the signed commit"))
     }
 
-    /// Put `commit` on the remote branch if the branch is still at `base`, never forced.
     /// Put `commit` on the remote's `refname` if it is still at `base` (`None`: absent), never
     /// forced: `commit` must descend from `base`, so the server refuses anything else.
     fn push(&self, refname: &str, commit: Oid, base: Option<Oid>) -> Result<PushResult, GitError> {
+        self.push_with(refname, commit, base, false)
+    }
+
+    /// [`Self::push`], or with `force` a forced update: only for tagflow's own PR branches
+    /// ([`branch`]), never the target branch or a ref outside `refs/heads/`.
+    fn push_with(
+        &self,
+        refname: &str,
+        commit: Oid,
+        base: Option<Oid>,
+        force: bool,
+    ) -> Result<PushResult, GitError> {
+        if force
+            && (refname == format!("refs/heads/{}", self.branch)
+                || !refname.starts_with("refs/heads/"))
+        {
+            return Err(GitError::Setup(format!("refusing to force-push {refname}")));
+        }
         if self.remote.scheme == "file" {
             return self.push_local(refname, commit, base);
         }
@@ -392,8 +421,9 @@ impl Checkout {
         });
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cb);
-        // No leading '+': a push that is not a fast-forward is refused by the server.
-        let spec = format!("{outgoing}:{refname}");
+        // No leading '+' (but on tagflow's own PR branch): a push that is not a fast-forward
+        // is refused by the server.
+        let spec = format!("{}{outgoing}:{refname}", if force { "+" } else { "" });
         let result = remote.push(&[&spec], Some(&mut opts));
         drop(opts);
         match result {
@@ -524,6 +554,56 @@ fn signature(author: &Author) -> Result<Signature<'static>, GitError> {
 /// First 7 hex digits of a commit id.
 pub fn short(id: Oid) -> String {
     id.to_string()[..7].to_owned()
+}
+
+/// Why `--git-ca-file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No certificate in it (a key, a DER file, an empty file).
+    #[error("{0} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")]
+    NoCertificate(String),
+    /// libgit2 refused it.
+    #[error("libgit2 cannot load {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// libgit2's message.
+        message: String,
+    },
+}
+
+/// Trust the CA certificates in the PEM file `path` for https:// remotes, besides the system
+/// roots. libgit2 keeps one TLS context per process, so this is global: call it once at
+/// startup, before any transfer.
+#[allow(unsafe_code)]
+pub fn trust_ca_file(path: &std::path::Path) -> Result<(), CaFileError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let has_cert = pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        && reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty());
+    if !has_cert {
+        return Err(CaFileError::NoCertificate(shown));
+    }
+    // SAFETY: this stores a path in libgit2's global TLS settings; main calls it once at startup
+    // before any git operation, so no transfer reads the settings concurrently.
+    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| CaFileError::Load {
+        path: shown,
+        message: e.message().to_owned(),
+    })
 }
 
 /// Set libgit2's network timeouts once, before any transfer.

@@ -43,6 +43,8 @@ pub struct Host {
     pub poster: Poster,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Each workspace's last run and error, for the status page.
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 /// The scheduler re-reads the config at least this often.

@@ -18,6 +18,8 @@ impl Watcher {
         let result = self.tick_inner(name).await;
         let mut mem = self.memory(name);
         let elapsed = Some(started.elapsed().as_secs_f64());
+        let now = chrono::Utc::now();
+        let stage = crate::activity::stage::infra(name);
         match &result {
             Ok(r) => {
                 let label = match r.step {
@@ -26,6 +28,14 @@ impl Watcher {
                     _ => "clean",
                 };
                 self.host.metrics.infra_run(name, label, elapsed);
+                self.host.activity.worked(&stage, now);
+                self.host.activity.infra_ran(crate::activity::InfraRun {
+                    workspace: name.to_owned(),
+                    state: label.to_owned(),
+                    plan_id: r.summary.plan_id.clone(),
+                    summary: r.summary.headline(),
+                    at: now,
+                });
                 if mem.error_alerted.take().is_some() {
                     self.post(&format!(
                         "tagflow: infra {name}: terraform runs succeed again."
@@ -38,6 +48,14 @@ impl Watcher {
                 self.host.metrics.infra_failure(name, &e.stage());
                 let text = crate::secret::redact(&e.to_string());
                 tracing::error!(workspace = %name, "infra run failed: {text}");
+                self.host.activity.failed(&stage, &text, now);
+                self.host.activity.infra_ran(crate::activity::InfraRun {
+                    workspace: name.to_owned(),
+                    state: "failed".to_owned(),
+                    plan_id: String::new(),
+                    summary: failure_line(&text),
+                    at: now,
+                });
                 if mem.error_alerted.as_deref() != Some(text.as_str()) {
                     self.post(&format!(
                         "tagflow: infra {name}: run failed (reported once until it changes):\n```\n{text}\n```"
@@ -190,5 +208,23 @@ impl Watcher {
             inventory_commit,
             posted,
         })
+    }
+}
+
+/// One line on why a run failed: the first line, and terraform's first `Error:` when the first
+/// line only says which command failed.
+fn failure_line(text: &str) -> String {
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(':');
+    match text
+        .lines()
+        .skip(1)
+        .find(|l| l.trim_start().starts_with("Error:"))
+    {
+        Some(e) => format!("{first}: {}", e.trim()),
+        None => first.to_owned(),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Speaks the distribution API directly over reqwest: oci-client has no `Link` pagination,
 //! `Retry-After`, per-request metrics or rate limits, which tagflow needs. Metadata is cached
-//! by digest, so an unchanged repository costs one tags request per cycle.
+//! by digest, and a cycle lists each repository once however many images name it ([`Scan`]),
+//! so an unchanged repository costs one tags request per cycle.
 
 mod auth;
 mod cache_file;
@@ -10,6 +11,7 @@ mod client;
 pub mod creds;
 pub mod dockercfg;
 pub mod helper;
+mod scan;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ pub use crate::reference::RepoRef;
 pub use cache_file::CacheFile;
 pub use client::Client;
 pub use creds::CredentialError;
+pub use scan::{Scan, ScanResult};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -230,6 +233,11 @@ impl Registries {
                 },
             );
         }
+    }
+
+    /// A per-cycle view that lists each repository and resolves each tag once ([`Scan`]).
+    pub fn scan<'a>(&'a self, config: &'a Config) -> Scan<'a> {
+        Scan::new(self, config)
     }
 
     /// Forget clients (their credentials and limits) so the next use reads the config again.

@@ -34,15 +34,34 @@ pub(super) fn path_list(paths: &PathTargets) -> Vec<(Field, &str)> {
 }
 
 /// 1-based line of byte `offset`, counting CRLF, LF and lone CR as the parser does.
+#[cfg(test)]
 pub(super) fn line_at(src: &str, offset: usize) -> usize {
-    let before = src.as_bytes().get(..offset).unwrap_or(src.as_bytes());
-    let mut line = 1;
-    for (i, &b) in before.iter().enumerate() {
-        if b == b'\n' || (b == b'\r' && before.get(i + 1) != Some(&b'\n')) {
-            line += 1;
-        }
+    Lines::new(src).at(offset)
+}
+
+/// Where each line ends, so a file with thousands of markers finds their lines in log time
+/// rather than rescanning the file from the top for each (which made big files quadratic).
+struct Lines {
+    /// Offsets just past each line break (`\n`, `\r\n` counted once, lone `\r`).
+    breaks: Vec<usize>,
+}
+
+impl Lines {
+    fn new(src: &str) -> Self {
+        let b = src.as_bytes();
+        let breaks = b
+            .iter()
+            .enumerate()
+            .filter(|&(i, &c)| c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')))
+            .map(|(i, _)| i + 1)
+            .collect();
+        Self { breaks }
     }
-    line
+
+    /// 1-based line of byte `offset`.
+    fn at(&self, offset: usize) -> usize {
+        1 + self.breaks.partition_point(|&end| end <= offset)
+    }
 }
 
 /// Targets found through `{"$imagepolicy": …}` markers of requested policies.
@@ -70,23 +89,23 @@ pub(super) fn marker_hits<'d>(
             }
         });
     }
+    let lines = Lines::new(src);
+    // Updates by setter policy, so each marker finds its updates without a scan of them all.
+    let mut by_policy: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, u) in updates.iter().enumerate() {
+        if let Some(s) = u.setter.as_deref() {
+            by_policy.entry(s).or_default().push(i);
+        }
+    }
     for comment in marker::comments(src, &spans) {
         let text = src
             .get(comment.span.start + 1..comment.span.end)
             .unwrap_or_default();
-        let line = line_at(src, comment.span.start);
+        let line = lines.at(comment.span.start);
         let bad = |reason: String| RewriteError::BadMarker {
             file: file.to_string(),
             line,
             reason,
-        };
-        let requested = |policy: &str| {
-            updates
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| u.setter.as_deref() == Some(policy))
-                .map(|(i, _)| i)
-                .collect::<Vec<_>>()
         };
         let (policy, suffix) = match marker::parse(text) {
             None => continue,
@@ -102,10 +121,9 @@ pub(super) fn marker_hits<'d>(
             }
             Some(marker::Marker::Policy { policy, suffix }) => (policy, suffix),
         };
-        let indices = requested(&policy);
-        if indices.is_empty() {
+        let Some(indices) = by_policy.get(policy.as_str()) else {
             continue;
-        }
+        };
         let field = marker::field(suffix.as_deref()).ok_or_else(|| {
             bad(format!(
                 "unknown suffix {:?} (expected none, :tag, :name or :digest)",
@@ -119,7 +137,7 @@ pub(super) fn marker_hits<'d>(
             .copied()
             .filter(|_| value_end < comment.span.start)
             .ok_or_else(|| bad("no scalar value before the marker on this line".to_string()))?;
-        for update in indices {
+        for &update in indices {
             hits.push(Hit {
                 update,
                 field,
@@ -184,8 +202,12 @@ pub(super) fn check_coverage(
     hits: &[Hit<'_>],
     every_update: bool,
 ) -> Result<(), RewriteError> {
+    let mut covered = vec![false; updates.len()];
+    for h in hits {
+        covered[h.update] = true;
+    }
     for (i, update) in updates.iter().enumerate() {
-        if every_update && !hits.iter().any(|h| h.update == i) {
+        if every_update && !covered[i] {
             // Paths that do not resolve already failed in path_hits.
             let detail = match &update.setter {
                 Some(s) => format!("no {{\"$imagepolicy\": \"{s}[:tag|:name|:digest]\"}} marker"),

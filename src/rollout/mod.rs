@@ -16,7 +16,12 @@
 //! ```
 //! An environment nothing promotes from skips soaking and approval: ready → smoke ok → healthy.
 
+mod event;
 mod register;
+mod state;
+
+pub use event::Event;
+pub use state::{State, status_text};
 
 pub use register::{
     Adopted, FromGit, RESYNC, Registered, Seen, env_policy, promotions, register, unknown,
@@ -119,6 +124,9 @@ pub struct Rollout {
     /// Why the last transition happened (failure message when failed).
     #[serde(default)]
     pub reason: String,
+    /// Awaiting approval by merge: the promotion pull request to merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<String>,
 }
 
 impl Rollout {
@@ -142,6 +150,7 @@ impl Rollout {
             started: now,
             smoke_failures: 0,
             reason: String::new(),
+            pull_request: None,
         }
     }
 
@@ -173,8 +182,10 @@ pub struct Gate {
     pub to: String,
     /// How long this environment must stay healthy after the smoke check passed.
     pub soak: Duration,
-    /// Whether an approval commit (env `to`, this tag) is needed.
+    /// Whether an approval (env `to`, this tag) is needed.
     pub approval: bool,
+    /// The approval is merging the promotion PR into `to` (not an `approvals.yaml` entry).
+    pub by_pull_request: bool,
 }
 
 /// What the state machine needs of an environment's config.
@@ -232,49 +243,6 @@ pub fn needs(r: &Rollout, p: &EnvPolicy) -> Needs {
     Needs {
         release: watching && p.release.is_some(),
         smoke: matches!(r.phase, Phase::Ready | Phase::Soaking) && p.smoke.is_some(),
-    }
-}
-
-/// A step worth telling people about (one line in the rollout's Slack thread).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The release reconciled the commit and is Ready (or, with no release to follow, the
-    /// commit is pushed), and why it counts as ready.
-    Ready(String),
-    /// The smoke check passed.
-    SmokeOk,
-    /// Soaking until the given time.
-    Soaking(DateTime<Utc>),
-    /// Soak over.
-    SoakDone,
-    /// Waiting for an approval commit.
-    AwaitingApproval(String),
-    /// Approved.
-    Approved,
-    /// All gates passed.
-    Healthy,
-    /// The rollout failed.
-    Failed(String),
-}
-
-impl Event {
-    /// One line for Slack, prefixed by the environment.
-    pub fn text(&self, env: &str, tag: &str) -> String {
-        match self {
-            Self::Ready(why) => format!("{env}: {why}"),
-            Self::SmokeOk => format!("{env}: smoke check OK"),
-            Self::Soaking(until) => format!(
-                "{env}: soaking until {}",
-                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
-            Self::SoakDone => format!("{env}: soak done"),
-            Self::AwaitingApproval(to) => format!(
-                "{env}: waiting for approval to promote {tag} to {to} (`tagflow approve {to} {tag}`)"
-            ),
-            Self::Approved => format!("{env}: approved for promotion"),
-            Self::Healthy => format!("{env}: healthy"),
-            Self::Failed(why) => format!("{env}: FAILED: {why}"),
-        }
     }
 }
 
@@ -489,7 +457,11 @@ fn after_soak(r: &Rollout, p: &EnvPolicy, obs: &Observation, now: DateTime<Utc>)
     match &p.downstream {
         Some(g) if g.approval && !obs.approved => Step {
             next: r.enter(Phase::AwaitingApproval, now, "soak done"),
-            events: vec![Event::AwaitingApproval(g.to.clone())],
+            events: vec![if g.by_pull_request {
+                Event::AwaitingMerge(g.to.clone())
+            } else {
+                Event::AwaitingApproval(g.to.clone())
+            }],
             wake: Some(p.resync),
         },
         _ => Step {
@@ -524,55 +496,6 @@ pub fn last_good(r: &Rollout) -> Option<Pinned> {
         }
         _ => r.previous.clone(),
     }
-}
-
-/// Everything tagflow must remember across restarts and failovers, stored as JSON on the Lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct State {
-    /// The latest rollout per `env/image`.
-    #[serde(default)]
-    pub rollouts: std::collections::BTreeMap<String, Rollout>,
-    /// Slack thread (`ts` of the parent message) per `image:tag`.
-    #[serde(default)]
-    pub threads: std::collections::BTreeMap<String, String>,
-}
-
-impl State {
-    /// Key of an (env, image) rollout.
-    pub fn key(env: &str, image: &str) -> String {
-        format!("{env}/{image}")
-    }
-
-    /// The rollout of (env, image), if any.
-    pub fn get(&self, env: &str, image: &str) -> Option<&Rollout> {
-        self.rollouts.get(&Self::key(env, image))
-    }
-}
-
-/// `tagflow status`: one line per (environment, image): tag, phase, since when (pure).
-pub fn status_text(state: &State, now: DateTime<Utc>) -> String {
-    if state.rollouts.is_empty() {
-        return "no rollouts recorded yet\n".to_owned();
-    }
-    let mut out = String::from("ENV\tIMAGE\tTAG\tPHASE\tSINCE\n");
-    for r in state.rollouts.values() {
-        let ago = humantime::format_duration(Duration::from_secs(elapsed(r.since, now).as_secs()));
-        let why = if r.reason.is_empty() {
-            String::new()
-        } else {
-            format!("\t{}", r.reason)
-        };
-        out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{} ({ago} ago){why}\n",
-            r.env,
-            r.image,
-            r.pinned.tag,
-            r.phase,
-            r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ));
-    }
-    out
 }
 
 /// Whether the next environment may now receive `src`'s tag and digest, and why (not).

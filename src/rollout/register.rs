@@ -26,7 +26,8 @@ pub fn env_policy(cfg: &Config, env: &str) -> Option<EnvPolicy> {
             rollout::Gate {
                 to: to.clone(),
                 soak: g.soak,
-                approval: g.approval,
+                approval: g.approval.required(),
+                by_pull_request: g.approval == config::ApprovalMode::PullRequest,
             }
         });
     Some(EnvPolicy {

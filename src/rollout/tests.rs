@@ -45,6 +45,7 @@ fn policy(soak: u64, approval: bool) -> EnvPolicy {
             to: "prod".into(),
             soak: Duration::from_secs(soak),
             approval,
+            by_pull_request: false,
         }),
         resync: Duration::from_secs(30),
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::status::{
-    CommitRow, PendingApproval, QuarantineRow, RolloutRow, StatusData, short_digest,
+    CommitRow, ErrorRow, InfraRow, PendingApproval, QuarantineRow, RolloutRow, StatusData,
+    short_digest,
 };
 use crate::config::{Config, Current, Gates};
 use crate::gitops::ConfigRepo;
@@ -25,15 +26,43 @@ pub struct Board {
     pub current: Arc<Current>,
     /// Bearer token the page requires (`--status-token-file`), read at each request.
     pub token: Option<crate::secret::SecretRef>,
+    /// The last error per stage and each infra workspace's last run.
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 impl Board {
     /// Read everything now; what cannot be read becomes a listed problem, never a failure.
     pub async fn gather(&self, now: DateTime<Utc>) -> StatusData {
+        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut d = StatusData {
-            generated: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            generated: time(now),
             ..StatusData::default()
         };
+        d.errors = self
+            .activity
+            .errors()
+            .into_iter()
+            .map(|e| ErrorRow {
+                stage: e.stage,
+                message: e.message,
+                since: time(e.since),
+                last: time(e.last),
+                count: e.count,
+                resolved: e.resolved.map(time),
+            })
+            .collect();
+        d.infra = self
+            .activity
+            .infra()
+            .into_iter()
+            .map(|r| InfraRow {
+                workspace: r.workspace,
+                state: r.state,
+                plan_id: r.plan_id,
+                summary: r.summary,
+                at: time(r.at),
+            })
+            .collect();
         let Some(loaded) = self.current.loaded() else {
             d.problems
                 .push("no good config loaded yet: the first cycle has not finished".into());
@@ -127,10 +156,22 @@ pub fn pending(config: &Config, gates: &Gates, state: &State) -> Vec<PendingAppr
             {
                 continue;
             }
-            let mut command = format!("tagflow approve {name} {}", r.pinned.tag);
-            if images.len() > 1 {
-                command.push_str(&format!(" --image {}", r.image));
-            }
+            let by_merge = env
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.approval == crate::config::ApprovalMode::PullRequest);
+            let command = if by_merge {
+                match &r.pull_request {
+                    Some(url) => format!("merge {url}"),
+                    None => format!("merge the promotion pull request tagflow opens for {name}"),
+                }
+            } else {
+                let mut c = format!("tagflow approve {name} {}", r.pinned.tag);
+                if images.len() > 1 {
+                    c.push_str(&format!(" --image {}", r.image));
+                }
+                c
+            };
             out.push(PendingApproval {
                 env: name.clone(),
                 image: r.image.clone(),
@@ -140,4 +181,37 @@ pub fn pending(config: &Config, gates: &Gates, state: &State) -> Vec<PendingAppr
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Pinned, Rollout};
+
+    #[test]
+    fn a_merge_gate_names_the_pull_request_to_merge() {
+        let _allow = crate::egress::test_lock("api.github.com");
+        let cfg = crate::config::parse(
+            "c",
+            "images:\n  app: {repository: r.example.com/team/app, policy: {tags: '.*', order: built}}\nenvironments:\n  dev: {file: d.yaml}\n  prod:\n    file: p.yaml\n    promoteFrom: dev\n    gate: {approval: pullRequest}\n    push: {branch: 'tagflow/{env}'}\n    pullRequest: {provider: github, tokenFile: /t}\n",
+        )
+        .expect("config");
+        let pinned = Pinned {
+            tag: "0f1e2d3".into(),
+            digest: String::new(),
+        };
+        let mut r = Rollout::committed("dev", "app", pinned, None, "c0", Utc::now());
+        r.phase = Phase::AwaitingApproval;
+        let mut state = State::default();
+        state.rollouts.insert(State::key("dev", "app"), r.clone());
+        let p = pending(&cfg, &Gates::default(), &state);
+        assert_eq!(
+            p[0].command,
+            "merge the promotion pull request tagflow opens for prod"
+        );
+        r.pull_request = Some("https://github.com/org/config/pull/7".into());
+        state.rollouts.insert(State::key("dev", "app"), r);
+        let p = pending(&cfg, &Gates::default(), &state);
+        assert_eq!(p[0].command, "merge https://github.com/org/config/pull/7");
+    }
 }

@@ -1,6 +1,6 @@
 //! The read-only status page (`/`) and its data (`/api/status`): every environment × image's
-//! rollout, pending approvals with the command that approves them, the quarantine list, and
-//! tagflow's last commits. Rendering is pure and escapes every string it prints (tags, reasons
+//! rollout, pending approvals with the command that approves them, the quarantine list, each
+//! infra workspace's last plan, the last error of each stage, and tagflow's last commits. Rendering is pure and escapes every string it prints (tags, reasons
 //! and commit subjects come from registries and git); the page has no forms, no scripts and
 //! refreshes itself.
 
@@ -24,8 +24,46 @@ pub struct StatusData {
     pub quarantine: Vec<QuarantineRow>,
     /// tagflow's last commits on the branch, newest first.
     pub commits: Vec<CommitRow>,
+    /// Each infra workspace's last run.
+    pub infra: Vec<InfraRow>,
+    /// The last error of each stage that failed since the process started.
+    pub errors: Vec<ErrorRow>,
     /// What could not be read (e.g. the state ref), shown instead of hiding it.
     pub problems: Vec<String>,
+}
+
+/// One infra workspace's last run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfraRow {
+    /// Workspace.
+    pub workspace: String,
+    /// `drift`, `clean`, `applied` or `failed`.
+    pub state: String,
+    /// The last plan's id (what an approval names).
+    pub plan_id: String,
+    /// What the plan would change, or why the run failed.
+    pub summary: String,
+    /// When the run ended (RFC 3339).
+    pub at: String,
+}
+
+/// The last error of one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRow {
+    /// Stage: config, git, scan, commit, rollout, cluster, or `infra <workspace>`.
+    pub stage: String,
+    /// The error (redacted).
+    pub message: String,
+    /// First seen in this run of failures (RFC 3339).
+    pub since: String,
+    /// Last seen (RFC 3339).
+    pub last: String,
+    /// Failures in a row.
+    pub count: u32,
+    /// When the stage worked again; absent while it still fails.
+    pub resolved: Option<String>,
 }
 
 /// One environment × image.
@@ -148,7 +186,9 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
 table{border-collapse:collapse;min-width:60%}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}code{font-family:ui-monospace,monospace}.empty{color:#777}\
 .phase-healthy,.phase-promoted{color:#176b2c}.phase-failed,.phase-quarantined{color:#a11}\
-.phase-awaiting-approval,.phase-soaking{color:#8a5a00}.problems{color:#a11}";
+.phase-awaiting-approval,.phase-soaking{color:#8a5a00}.problems{color:#a11}\
+.infra-drift,.failing{color:#a11}.infra-failed{color:#a11;font-weight:bold}.infra-clean,.ok{color:#176b2c}\
+pre{margin:0;white-space:pre-wrap}";
 
 /// The whole page (pure). Every value printed is escaped; cells are built here only.
 pub fn render_html(d: &StatusData) -> String {
@@ -250,6 +290,55 @@ pub fn render_html(d: &StatusData) -> String {
         &rows,
         "No tag is quarantined.",
     );
+    out.push_str("<h2>Infrastructure</h2>");
+    let rows: Vec<Vec<String>> = d
+        .infra
+        .iter()
+        .map(|i| {
+            vec![
+                escape(&i.workspace),
+                format!(
+                    "<span class=\"infra-{}\">{}</span>",
+                    escape(&i.state),
+                    escape(&i.state)
+                ),
+                format!("<code>{}</code>", escape(&i.plan_id)),
+                escape(&i.summary),
+                escape(&i.at),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "infra",
+        &["Workspace", "State", "Plan id", "Summary", "At"],
+        &rows,
+        "No infra workspace has run yet.",
+    );
+    out.push_str("<h2>Last error per stage</h2>");
+    let rows: Vec<Vec<String>> = d
+        .errors
+        .iter()
+        .map(|e| {
+            let status = match &e.resolved {
+                Some(at) => format!("<span class=\"ok\">resolved {}</span>", escape(at)),
+                None => "<span class=\"failing\">failing</span>".to_owned(),
+            };
+            vec![
+                escape(&e.stage),
+                status,
+                format!("{} ({}×)", escape(&e.since), e.count),
+                format!("<pre>{}</pre>", escape(&e.message)),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "errors",
+        &["Stage", "Status", "Since", "Error"],
+        &rows,
+        "No stage has failed since tagflow started.",
+    );
     out.push_str("<h2>Last tagflow commits</h2>");
     let rows: Vec<Vec<String>> = d
         .commits
@@ -330,6 +419,21 @@ mod tests {
                 time: String::new(),
                 link: Some("https://github.com/o/r/commit/0123456789abcdef".into()),
             }],
+            infra: vec![InfraRow {
+                workspace: "net".into(),
+                state: "drift".into(),
+                plan_id: "3f2a9c1e".into(),
+                summary: HOSTILE.into(),
+                at: String::new(),
+            }],
+            errors: vec![ErrorRow {
+                stage: "scan".into(),
+                message: HOSTILE.into(),
+                since: "2024-01-01T12:00:00Z".into(),
+                last: "2024-01-01T12:05:00Z".into(),
+                count: 3,
+                resolved: None,
+            }],
             problems: vec![HOSTILE.into()],
         };
         let html = render_html(&d);
@@ -337,9 +441,15 @@ mod tests {
         assert!(!html.contains("javascript:"), "only https links: {html}");
         assert_eq!(
             html.matches("&lt;script&gt;alert(&quot;x&quot;)").count(),
-            6,
+            8,
             "{html}"
         );
+        assert!(html.contains("<code>3f2a9c1e</code>"), "{html}");
+        assert!(
+            html.contains("<span class=\"failing\">failing</span>"),
+            "{html}"
+        );
+        assert!(html.contains("2024-01-01T12:00:00Z (3×)"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
         assert!(html.contains("<code>tagflow approve prod 0f1e2d3</code>"));
         assert!(html.contains("href=\"https://github.com/o/r/commit/0123456789abcdef\""));
@@ -351,6 +461,8 @@ mod tests {
         let html = render_html(&StatusData::default());
         assert!(html.contains("No rollouts recorded yet."));
         assert!(html.contains("No tag is quarantined."));
+        assert!(html.contains("No infra workspace has run yet."));
+        assert!(html.contains("No stage has failed since tagflow started."));
     }
 
     #[test]

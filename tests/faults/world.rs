@@ -105,6 +105,10 @@ impl Stand {
 }
 
 /// Where the images come from.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per test world, never moved in a loop"
+)]
 pub enum Images {
     Stand(Stand),
     Real(Registry),

@@ -29,7 +29,10 @@ fn parses_rollout_fields() {
     let prod = &c.environments["prod"];
     assert_eq!(prod.promote_from.as_deref(), Some("dev"));
     let gate = prod.gate.as_ref().expect("gate");
-    assert_eq!((gate.soak.as_secs(), gate.approval), (600, true));
+    assert_eq!(
+        (gate.soak.as_secs(), gate.approval),
+        (600, crate::config::ApprovalMode::List)
+    );
     assert_eq!(prod.timeout.as_secs(), 600, "default timeout");
 }
 

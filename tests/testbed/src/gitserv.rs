@@ -199,6 +199,8 @@ pub struct GitHttp {
     pub password: String,
     /// The port.
     pub port: u16,
+    /// With [`GitHttp::start_tls`]: the test CA that signed the server certificate.
+    pub ca_cert: Option<PathBuf>,
     daemon: Daemon,
     _tmp: TempDir,
 }
@@ -206,6 +208,17 @@ pub struct GitHttp {
 impl GitHttp {
     /// Start `lighttpd -D` on a free port serving `repo` (retries if the port was taken).
     pub fn start(repo: &BareRepo) -> GitHttp {
+        Self::start_with(repo, false)
+    }
+
+    /// Like [`GitHttp::start`], over HTTPS (lighttpd's mod_openssl) with a leaf certificate for
+    /// 127.0.0.1 signed by a fresh test CA ([`GitHttp::ca_cert`]), as a self-hosted GitLab or
+    /// Gitea behind a private CA serves it.
+    pub fn start_tls(repo: &BareRepo) -> GitHttp {
+        Self::start_with(repo, true)
+    }
+
+    fn start_with(repo: &BareRepo, tls: bool) -> GitHttp {
         let bin = find_bin("lighttpd");
         let exec_path = run_checked(
             Command::new(find_bin("git")).arg("--exec-path"),
@@ -229,6 +242,18 @@ impl GitHttp {
         fs::create_dir_all(dir.join("uploads")).expect("uploads dir");
         fs::create_dir_all(dir.join("www")).expect("www dir");
         let q = |p: &Path| serde_json::Value::String(p.to_string_lossy().into_owned()).to_string();
+        let pki = tls.then(|| crate::tls::make_tls(dir));
+        let (ssl_module, ssl_conf) = match &pki {
+            Some(t) => (
+                ", \"mod_openssl\"",
+                format!(
+                    "ssl.engine = \"enable\"\nssl.pemfile = {}\nssl.privkey = {}\n",
+                    q(&t.cert),
+                    q(&t.key)
+                ),
+            ),
+            None => ("", String::new()),
+        };
         for _ in 0..BIND_ATTEMPTS {
             let port = free_port();
             let conf = format!(
@@ -236,7 +261,8 @@ impl GitHttp {
                  server.bind = \"127.0.0.1\"\n\
                  server.port = {port}\n\
                  server.upload-dirs = ({uploads})\n\
-                 server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_auth\", \"mod_authn_file\", \"mod_cgi\")\n\
+                 server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_auth\", \"mod_authn_file\", \"mod_cgi\"{ssl_module})\n\
+                 {ssl_conf}\
                  alias.url = (\"/git/\" => {backend_slash})\n\
                  cgi.assign = (\"\" => \"\")\n\
                  setenv.add-environment = (\"GIT_PROJECT_ROOT\" => {root}, \"GIT_HTTP_EXPORT_ALL\" => \"1\")\n\
@@ -266,8 +292,10 @@ impl GitHttp {
                 l.contains("server started").then_some(())
             }) {
                 Ok(()) => {
+                    let scheme = if tls { "https" } else { "http" };
                     return GitHttp {
-                        url: format!("http://127.0.0.1:{port}/git/{}", repo.name),
+                        url: format!("{scheme}://127.0.0.1:{port}/git/{}", repo.name),
+                        ca_cert: pki.as_ref().map(|t| t.ca_cert.clone()),
                         username,
                         password,
                         port,
@@ -284,11 +312,8 @@ impl GitHttp {
 
     /// The URL with credentials embedded (for the git CLI).
     pub fn url_with_credentials(&self) -> String {
-        self.url.replacen(
-            "http://",
-            &format!("http://{}:{}@", self.username, self.password),
-            1,
-        )
+        let (scheme, rest) = self.url.split_once("://").expect("a URL");
+        format!("{scheme}://{}:{}@{rest}", self.username, self.password)
     }
 
     /// lighttpd's process id.

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod apps;
+mod forge;
 mod gitserv;
 mod http;
 mod kube;
@@ -19,6 +20,7 @@ mod tls;
 mod token;
 
 pub use apps::{DeployedApps, tag_in};
+pub use forge::{Flavor, Forge, GITEA_LABELS, Pr};
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
 pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};

@@ -17,12 +17,12 @@ use chrono::Utc;
 use git2::Oid;
 use tokio::sync::Notify;
 
-use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope};
+use super::{CycleError, Reconciler, Report, RevertError, RolloutError, Scope, propose};
 use crate::config::{self, Config};
 use crate::gitops;
 use crate::k8s::events::{EventSink, Step};
 use crate::k8s::leadership::Leadership;
-use crate::k8s::lease::{Elector, LeaseError};
+use crate::k8s::lease::Elector;
 use crate::k8s::observed::{Observed, observed_state};
 use crate::k8s::{Cluster, ClusterError};
 use crate::plan::{self, ChangeSet, Desired, EnvChange, QuarantineNote};
@@ -32,6 +32,8 @@ use crate::rollout::{
 use crate::smoke::SmokeChecker;
 
 pub use super::store::StateStore;
+
+mod persist;
 
 /// What rollouts remember between cycles.
 #[derive(Debug, Default)]
@@ -182,39 +184,6 @@ impl Reconciler {
         self.poster.thread(&key, status_line(state, r), text, &flat);
     }
 
-    async fn load_state(&self, ro: &Rollouts) -> Result<State, CycleError> {
-        if let Some(s) = ro.memory().state.clone() {
-            return Ok(s);
-        }
-        let text = match (ro.store, &ro.elector) {
-            (StateStore::Lease, Some(e)) => e.state().await.map(String::into_bytes),
-            _ => {
-                let read = self.repo.read_state().await?;
-                ro.memory().state_commit = read.as_ref().map(|(c, _)| *c);
-                read.map(|(_, t)| t)
-            }
-        };
-        let state = match text {
-            Some(text) => match serde_json::from_slice::<State>(&text) {
-                Ok(s) => {
-                    tracing::info!(
-                        rollouts = s.rollouts.len(),
-                        store = ?ro.store,
-                        "resumed rollout state"
-                    );
-                    s
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, store = ?ro.store, "the stored rollout state is unreadable; starting from git");
-                    State::default()
-                }
-            },
-            None => State::default(),
-        };
-        self.poster.seed_threads(&state.threads);
-        Ok(state)
-    }
-
     /// A cycle on a cluster: followers only read the config; the leader runs rollouts.
     pub(super) async fn cluster_cycle(
         &self,
@@ -254,7 +223,7 @@ impl Reconciler {
     ) -> Result<Report, CycleError> {
         ro.ensure_watches(&cfg);
         let gates = self.current.gates();
-        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await;
+        let (desired, image_errors) = self.selector.select(&cfg, &gates, scope).await?;
         let mut state = self.load_state(ro).await?;
         let before = state.clone();
         let now = Utc::now();
@@ -264,6 +233,17 @@ impl Reconciler {
             per_env.entry(env).or_default().extend(m);
         }
         per_env.retain(|_, m| !m.is_empty());
+        // Environments in pull-request mode get their change on a branch; the promotions
+        // gated by a merge are proposed there too, and approved once merged.
+        let (per_env, branched) = propose::split(&cfg, per_env);
+        let (gated, gated_keys) = {
+            let g = propose::merge_gated(&cfg, &state, &gates);
+            let keys: BTreeSet<propose::Key> = g
+                .iter()
+                .flat_map(|(e, m)| m.keys().map(move |i| (e.clone(), i.clone())))
+                .collect();
+            (g, keys)
+        };
         let (commit, changes, at) = if per_env.is_empty() {
             (None, Vec::new(), head)
         } else if !ro.is_leader().await {
@@ -277,6 +257,35 @@ impl Reconciler {
                 .await?;
             (c.commit, c.changes, c.head)
         };
+        let mut proposals_in = branched.clone();
+        for (env, m) in gated {
+            let slot = proposals_in.entry(env).or_default();
+            for (image, d) in m {
+                slot.entry(image).or_insert(d);
+            }
+        }
+        let stale = propose::stale_promotions(&cfg, &state, &proposals_in);
+        let proposing = !proposals_in.is_empty() || !stale.is_empty();
+        if proposing && !ro.is_leader().await {
+            // Lost the Lease during this cycle: push no branch; the new leader proposes.
+            ro.forget();
+            return Ok(follower_report(head));
+        }
+        let proposed = self
+            .propose(&cfg, at, proposals_in, (&gated_keys, &stale))
+            .await;
+        // Rollouts follow what the target carries: a branch's values once they landed there.
+        let mut per_env = per_env;
+        for (env, m) in branched {
+            for (image, d) in m {
+                if proposed.landed.contains(&(env.clone(), image.clone())) {
+                    per_env.entry(env.clone()).or_default().insert(image, d);
+                }
+            }
+        }
+        let merged: BTreeSet<propose::Key> =
+            gated_keys.intersection(&proposed.landed).cloned().collect();
+        self.note_merge_requests(&cfg, &mut state, &gated_keys, &proposed);
         let from_git = self.found_in_git(&state, &per_env, at).await;
         let reg = register(
             &cfg,
@@ -296,13 +305,13 @@ impl Reconciler {
         if let Some(c) = commit {
             self.announce_rollouts(&cfg, ro, &state, (&reg.started, &changes), c);
         }
-        let (wake, errors) = self.advance(&cfg, ro, &gates, &mut state).await;
+        let (wake, mut errors) = self.advance(&cfg, ro, (&gates, &merged), &mut state).await;
+        errors.extend(proposed.errors);
         if state == before {
             ro.memory().state = Some(state);
         } else {
             self.save_state(ro, &state).await;
         }
-        let mut errors = errors;
         if let Some(pos) = errors.iter().position(
             |e| matches!(e, RolloutError::Release { source, .. } if source.is_transient()),
         ) && let RolloutError::Release { source, .. } = errors.swap_remove(pos)
@@ -371,7 +380,7 @@ impl Reconciler {
         &self,
         cfg: &Arc<Config>,
         ro: &Rollouts,
-        gates: &config::Gates,
+        (gates, merged): (&config::Gates, &BTreeSet<propose::Key>),
         state: &mut State,
     ) -> (Option<Duration>, Vec<RolloutError>) {
         let mut wake: Option<Duration> = None;
@@ -391,10 +400,10 @@ impl Reconciler {
             let env = &cfg.environments[&r.env];
             let needs = rollout::needs(&r, &policy);
             let mut obs = Observation {
-                approved: policy
-                    .downstream
-                    .as_ref()
-                    .is_some_and(|g| gates.approved(&g.to, &r.image, &r.pinned.tag)),
+                approved: policy.downstream.as_ref().is_some_and(|g| {
+                    gates.approved(&g.to, &r.image, &r.pinned.tag)
+                        || (g.by_pull_request && merged.contains(&(g.to.clone(), r.image.clone())))
+                }),
                 ..Observation::default()
             };
             if needs.release
@@ -524,68 +533,43 @@ impl Reconciler {
         }
         Ok(done.commit)
     }
+}
 
-    async fn save_state(&self, ro: &Rollouts, state: &State) {
-        let mut state = state.clone();
-        // Only threads of tags still tracked, so the annotation stays small.
-        let live: BTreeSet<String> = state
-            .rollouts
-            .values()
-            .map(|r| format!("{}:{}", r.image, r.pinned.tag))
-            .collect();
-        state.threads = self.poster.threads();
-        state.threads.retain(|k, _| live.contains(k));
-        let text = match serde_json::to_string(&state) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize the rollout state");
-                return;
+impl Reconciler {
+    /// Record on each rollout awaiting a merge which PR approves it, and say so once in its
+    /// thread (the status page reads it from the state).
+    fn note_merge_requests(
+        &self,
+        cfg: &Config,
+        state: &mut State,
+        gated: &BTreeSet<propose::Key>,
+        proposed: &propose::Proposed,
+    ) {
+        for key @ (env, image) in gated {
+            let Some((_, Some(url))) = proposed.waiting.get(key) else {
+                continue;
+            };
+            let Some(src) = cfg
+                .environments
+                .get(env)
+                .and_then(|e| e.promote_from.as_deref())
+            else {
+                continue;
+            };
+            let skey = State::key(src, image);
+            let Some(r) = state.rollouts.get_mut(&skey) else {
+                continue;
+            };
+            if r.pull_request.as_deref() == Some(url.as_str()) {
+                continue;
             }
-        };
-        if ro.store == StateStore::Git {
-            let base = ro.memory().state_commit;
-            let git = self
-                .current
-                .config()
-                .map(|c| c.git.clone())
-                .unwrap_or_default();
-            match self.repo.save_state(base, text.into_bytes(), git).await {
-                Ok(Some(commit)) => {
-                    let mut mem = ro.memory();
-                    mem.state = Some(state);
-                    mem.state_commit = Some(commit);
-                }
-                Ok(None) => {
-                    tracing::warn!(
-                        "another writer saved the rollout state first; reading it again next cycle"
-                    );
-                    self.metrics.error("state");
-                    ro.forget();
-                }
-                Err(e) => {
-                    // Keep it in memory and try again next cycle; git holds the values meanwhile.
-                    tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
-                    ro.memory().state = Some(state);
-                }
-            }
-            return;
-        }
-        let Some(elector) = &ro.elector else {
-            return;
-        };
-        match elector.save_state(&text).await {
-            Ok(()) => ro.memory().state = Some(state),
-            Err(LeaseError::NotLeader) => {
-                tracing::warn!(
-                    "lost the Lease before saving the rollout state; the new leader goes on from git and its state"
-                );
-                ro.forget();
-            }
-            Err(e) => {
-                // Keep it in memory and try again next cycle; git holds the values meanwhile.
-                tracing::warn!(error = %e, "could not save the rollout state; retrying next cycle");
-                ro.memory().state = Some(state);
-            }
+            r.pull_request = Some(url.clone());
+            let r = r.clone();
+            let text = format!(
+                "{src}: promotion of {} to {env} is waiting in {url}: merge it to approve",
+                r.pinned.tag
+            );
+            self.rollout_post(state, &r, &text);
         }
     }
 }

@@ -1,0 +1,348 @@
+//! Pull-request mode end to end: `tagflow once` pushes the change to its own branch (never the
+//! target), opens one PR per branch on a stand-in forge (tests/testbed/src/forge.rs: the
+//! documented GitHub/GitLab/Gitea endpoints, in process — the only stand-in), leaves an
+//! up-to-date branch alone, rebuilds it when the target moves, closes a superseded PR before
+//! pushing the newer change, and retires the branch once the target has the values.
+//!
+//! The same scenario runs over git's smart HTTP (lighttpd) with GitHub's API and over sshd with
+//! GitLab's (tier 2, real servers), and over file:// with Gitea's (tier 1).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{Local, file_url, logs, once, p, pinned_values};
+use testbed::{BareRepo, Flavor, Forge, GitHttp, GitSsh, Response, Scripted};
+
+const TOKEN: &str = "forge-token-5ec2e7";
+const BRANCH: &str = "tagflow/dev-app";
+
+/// An in-process registry whose tag list the test changes; every tag is one tiny image.
+fn registry(tags: Arc<Mutex<Vec<String>>>) -> Scripted {
+    use sha2::Digest as _;
+    let config_blob =
+        br#"{"created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{}}"#
+            .to_vec();
+    let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config_blob)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_blob.len()},
+        "layers": []
+    })
+    .to_string();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(manifest.as_bytes()))
+    );
+    Scripted::start(move |req| {
+        if req.path.ends_with("/tags/list") {
+            let tags = tags.lock().unwrap().clone();
+            Response::json(200, &serde_json::json!({"name": "team/app", "tags": tags}))
+        } else if req.path.contains("/manifests/") {
+            Response::text(200, &manifest)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .header("Docker-Content-Digest", &digest)
+        } else if req.path.contains("/blobs/") {
+            Response::new(200).body(config_blob.clone())
+        } else {
+            Response::new(404)
+        }
+    })
+}
+
+struct World {
+    repo: BareRepo,
+    host: String,
+    tags: Arc<Mutex<Vec<String>>>,
+    _registry: Scripted,
+    local: Local,
+}
+
+fn world(forge: &Forge, provider: &str, env_extra: &str) -> World {
+    let tags = Arc::new(Mutex::new(vec!["a1b2c3d".to_owned(), "b2c3d4e".to_owned()]));
+    let registry = registry(tags.clone());
+    let host = registry.base_url.trim_start_matches("http://").to_owned();
+    let local = Local::new();
+    let token = local.file("forge-token", &format!("{TOKEN}\n"));
+    let config = format!(
+        "registries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: alphabetical}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    push: {{branch: 'tagflow/{{env}}-{{image}}'}}\n    pullRequest:\n      provider: {provider}\n      tokenFile: {}\n      apiUrl: {}\n      project: org/config\n      labels: [tagflow]\n{env_extra}",
+        token.display(),
+        forge.api_url(),
+    );
+    let repo = BareRepo::new(&[
+        ("config/tagflow.yaml", &config),
+        (
+            "envs/dev/patch.yaml",
+            &pinned_values(&format!("{host}/team/app")),
+        ),
+    ]);
+    World {
+        repo,
+        host,
+        tags,
+        _registry: registry,
+        local,
+    }
+}
+
+/// `tagflow once` over `url` with `auth`, allowed to send secrets to the stand-in forge.
+fn run_once(w: &World, url: &str, auth: &[&str]) -> String {
+    let mut args = vec!["--secret-hosts", "127.0.0.1"];
+    args.extend_from_slice(auth);
+    let out = once(url, &w.local, &args);
+    let l = logs(&out);
+    assert!(out.status.success(), "{l}");
+    assert!(
+        !l.contains(TOKEN),
+        "the forge token leaked into the logs:\n{l}"
+    );
+    l
+}
+
+fn parent_of(repo: &BareRepo, rev: &str) -> String {
+    testbed::git(&repo.path, &["rev-parse", &format!("{rev}^1")])
+        .trim()
+        .to_owned()
+}
+
+/// Merge tagflow's branch into main with a merge commit, as a forge's merge button does.
+fn merge(repo: &BareRepo, branch: &str) {
+    let tree = testbed::git(&repo.path, &["rev-parse", &format!("{branch}^{{tree}}")]);
+    let commit = testbed::git(
+        &repo.path,
+        &[
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            "main",
+            "-p",
+            branch,
+            "-m",
+            "Merge pull request from tagflow",
+        ],
+    );
+    testbed::git(
+        &repo.path,
+        &["update-ref", "refs/heads/main", commit.trim()],
+    );
+}
+
+/// The whole life of one PR; `url` and `auth` reach `w.repo` over some transport.
+fn scenario(forge: &Forge, w: &World, url: &str, auth: &[&str]) {
+    let main0 = w.repo.head("main").expect("main");
+
+    // 1. The change goes to tagflow's branch and a PR; main is untouched.
+    run_once(w, url, auth);
+    assert_eq!(
+        w.repo.head("main").as_deref(),
+        Some(main0.as_str()),
+        "main never moves"
+    );
+    let dev = w
+        .repo
+        .read(BRANCH, "envs/dev/patch.yaml")
+        .expect("branch pushed");
+    assert!(dev.contains("tag: b2c3d4e #"), "{dev}");
+    assert_eq!(parent_of(&w.repo, BRANCH), main0, "built on main's head");
+    let open = forge.open();
+    assert_eq!(open.len(), 1, "{:#?}", forge.prs());
+    let pr = &open[0];
+    assert_eq!((pr.head.as_str(), pr.base.as_str()), (BRANCH, "main"));
+    assert_eq!(pr.title, "tagflow: dev app → b2c3d4e");
+    assert!(
+        pr.body
+            .contains("dev app tag: a1b2c3d → b2c3d4e (envs/dev/patch.yaml:3)"),
+        "the change list is the body: {}",
+        pr.body
+    );
+    assert_eq!(pr.labels, ["tagflow"]);
+    let writes = forge.writes().len();
+
+    // 2. Nothing changed: no push, no new PR, no update.
+    let tip = w.repo.head(BRANCH).expect("tip");
+    run_once(w, url, auth);
+    assert_eq!(
+        w.repo.head(BRANCH).as_deref(),
+        Some(tip.as_str()),
+        "no push"
+    );
+    assert_eq!(forge.writes().len(), writes, "{:#?}", forge.calls());
+
+    // 3. Someone moves main: the branch is rebuilt on it; the same PR stays.
+    let main1 = w
+        .repo
+        .commit_files("main", &[("README.md", "hello\n")], "docs");
+    run_once(w, url, auth);
+    assert_eq!(w.repo.head("main").as_deref(), Some(main1.as_str()));
+    assert_eq!(parent_of(&w.repo, BRANCH), main1, "rebuilt on the new head");
+    assert_eq!(forge.prs().len(), 1, "{:#?}", forge.prs());
+    assert_eq!(forge.writes().len(), writes, "same change, same PR text");
+
+    // 4. A newer tag supersedes the change: the old PR is closed, a new one opened.
+    w.tags.lock().unwrap().push("c3d4e5f".into());
+    run_once(w, url, auth);
+    let prs = forge.prs();
+    assert_eq!(prs.len(), 2, "{prs:#?}");
+    assert_eq!(prs[0].state, "closed");
+    assert!(
+        prs[0].body.starts_with("Closed by tagflow: superseded"),
+        "{}",
+        prs[0].body
+    );
+    assert_eq!(prs[1].state, "open");
+    assert_eq!(prs[1].title, "tagflow: dev app → c3d4e5f");
+    let dev = w.repo.read(BRANCH, "envs/dev/patch.yaml").expect("branch");
+    assert!(dev.contains("tag: c3d4e5f #"), "{dev}");
+    let new_writes: Vec<String> = forge.writes()[writes..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert!(
+        matches!(
+            new_writes.first().map(String::as_str),
+            Some("PATCH" | "PUT")
+        ),
+        "the close comes first: {new_writes:?}"
+    );
+
+    // 5. The PR is merged: the branch is retired, nothing new is proposed, main is not touched.
+    merge(&w.repo, BRANCH);
+    forge.mark_merged(prs[1].number);
+    let merged = w.repo.head("main").expect("main");
+    run_once(w, url, auth);
+    assert_eq!(w.repo.head("main").as_deref(), Some(merged.as_str()));
+    assert_eq!(w.repo.head(BRANCH), None, "branch deleted");
+    assert!(forge.open().is_empty(), "{:#?}", forge.prs());
+    let writes = forge.writes().len();
+    run_once(w, url, auth);
+    assert_eq!(forge.writes().len(), writes, "a no-op proposes nothing");
+    assert_eq!(w.repo.head(BRANCH), None);
+    assert!(w.host.contains("127.0.0.1"));
+}
+
+#[test]
+fn gitea_over_file_urls_branch_pr_supersede_and_retire() {
+    let forge = Forge::start(Flavor::Gitea, "org/config", TOKEN);
+    let w = world(&forge, "gitea", "");
+    scenario(&forge, &w, &file_url(&w.repo), &[]);
+    // Gitea takes label ids: the names were looked up first.
+    assert!(
+        forge
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("GET /repos/org/config/labels"))
+    );
+    let create = forge
+        .writes()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .expect("create");
+    let body: serde_json::Value = serde_json::from_slice(&create.body).expect("json");
+    assert_eq!(body["labels"], serde_json::json!([11]));
+}
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn github_over_smart_http_branch_pr_supersede_and_retire() {
+    let forge = Forge::start(Flavor::Github, "org/config", TOKEN);
+    let w = world(&forge, "github", "");
+    let http = GitHttp::start(&w.repo);
+    let pw = w
+        .local
+        .file("git-password", &format!("{}\n", http.password));
+    let pw = p(&pw);
+    let auth = ["--git-username", &http.username, "--git-password-file", &pw];
+    scenario(&forge, &w, &http.url, &auth);
+    let calls = forge.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with(
+            "GET /repos/org/config/pulls?state=open&head=org%3Atagflow%2Fdev-app&base=main"
+        )),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "POST /repos/org/config/issues/1/labels"),
+        "{calls:#?}"
+    );
+    for r in forge.server.requests() {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert_eq!(r.header("x-github-api-version"), Some("2022-11-28"));
+    }
+}
+
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn gitlab_over_ssh_branch_mr_supersede_and_retire() {
+    let forge = Forge::start(Flavor::Gitlab, "org/config", TOKEN);
+    let w = world(&forge, "gitlab", "");
+    let ssh = GitSsh::start(&w.repo);
+    let (key, known) = (p(&ssh.key_file), p(&ssh.known_hosts_file));
+    let auth = ["--git-ssh-key-file", &key, "--git-known-hosts-file", &known];
+    scenario(&forge, &w, &ssh.url, &auth);
+    let calls = forge.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("GET /projects/org%2Fconfig/merge_requests?state=opened&source_branch=tagflow%2Fdev-app&target_branch=main")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("PUT /projects/org%2Fconfig/merge_requests/1")),
+        "{calls:#?}"
+    );
+    assert!(
+        forge
+            .server
+            .requests()
+            .iter()
+            .all(|r| r.header("private-token") == Some(TOKEN))
+    );
+}
+
+/// A branch of that name that a person wrote is never overwritten: the cycle says why, and
+/// the branch, main and the forge are left as they were.
+#[test]
+fn a_branch_tagflow_did_not_write_is_left_alone() {
+    let forge = Forge::start(Flavor::Github, "org/config", TOKEN);
+    let w = world(&forge, "github", "");
+    let theirs = w
+        .repo
+        .commit_files(BRANCH, &[("notes.md", "mine\n")], "a person's work");
+    let main0 = w.repo.head("main").expect("main");
+    let out = once(
+        &file_url(&w.repo),
+        &w.local,
+        &["--secret-hosts", "127.0.0.1"],
+    );
+    let l = logs(&out);
+    assert!(
+        l.contains("was not written by tagflow") && l.contains("refusing to overwrite it"),
+        "{l}"
+    );
+    assert_eq!(w.repo.head(BRANCH).as_deref(), Some(theirs.as_str()));
+    assert_eq!(w.repo.head("main").as_deref(), Some(main0.as_str()));
+    assert!(forge.prs().is_empty());
+}
+
+/// The forge host is not on the operator's allowlist: the config is refused with its line,
+/// nothing is pushed and the token goes nowhere.
+#[test]
+fn a_forge_host_the_operator_did_not_allow_is_refused_with_its_line() {
+    let forge = Forge::start(Flavor::Github, "org/config", TOKEN);
+    let w = world(&forge, "github", "");
+    let out = once(&file_url(&w.repo), &w.local, &["--secret-hosts", "ghcr.io"]);
+    let l = logs(&out);
+    assert!(!out.status.success(), "{l}");
+    assert!(
+        l.contains("config/tagflow.yaml:14: environments.dev.pullRequest: sending the forge token to 127.0.0.1:"),
+        "{l}"
+    );
+    assert_eq!(w.repo.head(BRANCH), None);
+    assert!(forge.server.requests().is_empty(), "the token went nowhere");
+}
