@@ -248,7 +248,7 @@ async fn deliver(
             }
             Err(e) => {
                 // reqwest errors carry the URL, which holds the webhook secret.
-                tracing::info!(error = %crate::secret::redact(&e.without_url().to_string()), attempt, "failed to reach Slack; retrying");
+                tracing::info!(error = %crate::secret::redacted_chain(&e.without_url()), attempt, "failed to reach Slack; retrying");
                 Duration::from_millis(500 * u64::from(attempt))
             }
         };

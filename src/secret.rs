@@ -195,6 +195,19 @@ pub fn register(value: &str) {
     }
 }
 
+/// `e` and each of its causes (`a: b: c`; reqwest puts the reason, a refused connection or an
+/// unknown certificate authority, in the causes), with every registered secret redacted.
+pub fn redacted_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    redact(&s)
+}
+
 /// Replace every registered secret in `text` with `***`.
 pub fn redact(text: &str) -> String {
     let s = secrets()

@@ -71,7 +71,7 @@ impl SmokeChecker {
         let url = s.url.replace("{tag}", tag);
         let failed = |e: reqwest::Error| SmokeError::Request {
             url: url.clone(),
-            reason: e.without_url().to_string(),
+            reason: crate::secret::redacted_chain(&e.without_url()),
         };
         let answer = async {
             let mut resp = self.http.get(&url).send().await.map_err(failed)?;

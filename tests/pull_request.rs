@@ -60,6 +60,11 @@ struct World {
 }
 
 fn world(forge: &Forge, provider: &str, env_extra: &str) -> World {
+    world_at(&forge.api_url(), provider, env_extra)
+}
+
+/// [`world`] with the forge API at `api_url`.
+fn world_at(api_url: &str, provider: &str, env_extra: &str) -> World {
     let tags = Arc::new(Mutex::new(vec!["a1b2c3d".to_owned(), "b2c3d4e".to_owned()]));
     let registry = registry(tags.clone());
     let host = registry.base_url.trim_start_matches("http://").to_owned();
@@ -68,7 +73,7 @@ fn world(forge: &Forge, provider: &str, env_extra: &str) -> World {
     let config = format!(
         "registries:\n  - {{host: \"{host}\", insecure: true}}\nimages:\n  app:\n    repository: {host}/team/app\n    policy: {{tags: '^[0-9a-f]{{7}}$', order: alphabetical}}\nenvironments:\n  dev:\n    file: envs/dev/patch.yaml\n    push: {{branch: 'tagflow/{{env}}-{{image}}'}}\n    pullRequest:\n      provider: {provider}\n      tokenFile: {}\n      apiUrl: {}\n      project: org/config\n      labels: [tagflow]\n{env_extra}",
         token.display(),
-        forge.api_url(),
+        api_url,
     );
     let repo = BareRepo::new(&[
         ("config/tagflow.yaml", &config),
@@ -296,6 +301,124 @@ fn gitlab_over_ssh_branch_mr_supersede_and_retire() {
             .any(|c| c.starts_with("PUT /projects/org%2Fconfig/merge_requests/1")),
         "{calls:#?}"
     );
+    assert!(
+        forge
+            .server
+            .requests()
+            .iter()
+            .all(|r| r.header("private-token") == Some(TOKEN))
+    );
+}
+
+/// Closing tagflow's PR without merging says no to that change: later cycles (each `once` a
+/// new process, so nothing is remembered in memory) leave it closed, also when the branch is
+/// rebuilt on a moved target, and a newer tag opens a new PR. Each forge lists closed PRs its
+/// own way (GitLab apart from merged ones; GitHub and Gitea with them, marked).
+#[test]
+fn a_pull_request_closed_by_hand_stays_closed_until_a_newer_change() {
+    for (flavor, provider) in [
+        (Flavor::Github, "github"),
+        (Flavor::Gitlab, "gitlab"),
+        (Flavor::Gitea, "gitea"),
+    ] {
+        let forge = Forge::start(flavor, "org/config", TOKEN);
+        let w = world(&forge, provider, "");
+        let url = file_url(&w.repo);
+        run_once(&w, &url, &[]);
+        let open = forge.open();
+        assert_eq!(open.len(), 1, "{provider}: {:#?}", forge.prs());
+        forge.close_by_hand(open[0].number);
+
+        let l = run_once(&w, &url, &[]);
+        assert!(forge.open().is_empty(), "{provider}: reopened\n{l}");
+        assert_eq!(forge.prs().len(), 1, "{provider}: {:#?}", forge.prs());
+        assert!(l.contains("closed without merging"), "{provider}: {l}");
+
+        w.repo
+            .commit_files("main", &[("README.md", "hello\n")], "docs");
+        run_once(&w, &url, &[]);
+        assert!(forge.open().is_empty(), "{provider}: reopened on a rebuild");
+        let main = w.repo.head("main").expect("main");
+        assert_eq!(
+            parent_of(&w.repo, BRANCH),
+            main,
+            "{provider}: still rebuilt"
+        );
+
+        w.tags.lock().unwrap().push("c3d4e5f".into());
+        run_once(&w, &url, &[]);
+        let open = forge.open();
+        assert_eq!(open.len(), 1, "{provider}: {:#?}", forge.prs());
+        assert_eq!(open[0].title, "tagflow: dev app → c3d4e5f", "{provider}");
+        assert_eq!(forge.prs().len(), 2, "{provider}");
+        assert!(
+            forge.prs()[0].body.starts_with("tagflow proposes"),
+            "{provider}: the declined PR is left as the person closed it"
+        );
+    }
+}
+
+/// A self-hosted GitLab behind a private CA: git over https and the MR API on one host and one
+/// certificate, both trusted through `--git-ca-file` alone (tier 2: lighttpd's mod_openssl
+/// serving git and proxying `/api/` to the stand-in).
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn gitlab_behind_a_private_ca_is_trusted_for_git_and_its_api_through_git_ca_file() {
+    let forge = Forge::start(Flavor::Gitlab, "org/config", TOKEN);
+    // The repo's config names the API URL, which is known once the server is up: start it
+    // with a placeholder, then commit the real URL.
+    let placeholder = "https://127.0.0.1:9/api";
+    let w = world_at(placeholder, "gitlab", "");
+    let http = GitHttp::start_tls_with_api(&w.repo, &forge.api_url());
+    let config = w.repo.read("main", "config/tagflow.yaml").expect("config");
+    w.repo.commit_files(
+        "main",
+        &[(
+            "config/tagflow.yaml",
+            &config.replace(placeholder, &http.api_url()),
+        )],
+        "point pullRequest.apiUrl at the TLS host",
+    );
+    let pw = w
+        .local
+        .file("git-password", &format!("{}\n", http.password));
+    let pw = p(&pw);
+    let ca = p(http.ca_cert.as_ref().expect("a TLS server has a CA"));
+
+    // Without the CA: the clone fails and says what to do.
+    let out = once(
+        &http.url,
+        &w.local,
+        &[
+            "--secret-hosts",
+            "127.0.0.1",
+            "--git-username",
+            &http.username,
+            "--git-password-file",
+            &pw,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(logs(&out).contains("--git-ca-file"), "{}", logs(&out));
+    assert!(forge.prs().is_empty());
+
+    // With it: the branch is pushed over https and the MR opened over https.
+    let l = run_once(
+        &w,
+        &http.url,
+        &[
+            "--git-username",
+            &http.username,
+            "--git-password-file",
+            &pw,
+            "--git-ca-file",
+            &ca,
+        ],
+    );
+    assert!(w.repo.head(BRANCH).is_some(), "{l}");
+    let open = forge.open();
+    assert_eq!(open.len(), 1, "{l}");
+    assert_eq!(open[0].head, BRANCH);
     assert!(
         forge
             .server

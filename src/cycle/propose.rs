@@ -391,7 +391,8 @@ impl Reconciler {
         Ok(true)
     }
 
-    /// The open PR of `branch` with this title and body: kept, updated or opened.
+    /// The open PR of `branch` with this title and body: kept, updated or opened — or the one
+    /// someone closed without merging while it proposed exactly this, left closed.
     async fn ensure_pr(
         &self,
         f: &Forge,
@@ -419,15 +420,23 @@ impl Reconciler {
                     ..pr
                 }
             }
-            None => {
-                let pr = f.open(branch, target, title, body).await?;
-                tracing::info!(branch, pr = pr.number, url = %pr.url, "opened a pull request");
-                self.poster.post(&format!(
-                    "tagflow: opened pull request {} — {title}",
-                    pr.url
-                ));
-                pr
-            }
+            // Someone closed this very change without merging: a "no" that reopening every
+            // cycle (or after a restart) would override. A newer change opens a new one.
+            None => match f.find_declined((branch, target), title, body).await? {
+                Some(pr) => {
+                    tracing::warn!(branch, pr = pr.number, url = %pr.url, "the pull request for this change was closed without merging: not reopening it; a newer change opens a new one");
+                    pr
+                }
+                None => {
+                    let pr = f.open(branch, target, title, body).await?;
+                    tracing::info!(branch, pr = pr.number, url = %pr.url, "opened a pull request");
+                    self.poster.post(&format!(
+                        "tagflow: opened pull request {} — {title}",
+                        pr.url
+                    ));
+                    pr
+                }
+            },
         };
         let url = pr.url.clone();
         self.proposals.set(branch, Some((tip, pr)));

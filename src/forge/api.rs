@@ -3,6 +3,7 @@
 //! | what | GitHub (REST v3) | GitLab (REST v4) | Gitea (REST v1) |
 //! |---|---|---|---|
 //! | find the open one | `GET /repos/O/R/pulls?state=open&head=O:B&base=T` | `GET /projects/P/merge_requests?state=opened&source_branch=B&target_branch=T` | `GET /repos/O/R/pulls?state=open&limit=50&page=N`, matched on `head.ref`/`base.ref` |
+//! | find one closed unmerged | the same with `state=closed`, `merged_at: null` | `state=closed` (merged ones are `merged`) | `state=closed`, `merged: false` |
 //! | open | `POST /repos/O/R/pulls` `{title, head, base, body}` | `POST /projects/P/merge_requests` `{source_branch, target_branch, title, description, labels}` | `POST /repos/O/R/pulls` `{title, head, base, body, labels: [ids]}` |
 //! | labels | `POST /repos/O/R/issues/N/labels` `{labels}` | in the create call (comma list) | ids from `GET /repos/O/R/labels` |
 //! | update | `PATCH /repos/O/R/pulls/N` `{title, body}` | `PUT /projects/P/merge_requests/N` `{title, description}` | `PATCH /repos/O/R/pulls/N` `{title, body}` |
@@ -72,24 +73,44 @@ fn root(p: ForgeProvider, project: &str) -> String {
     }
 }
 
-/// The request listing open PRs from `branch` into `base` (Gitea: page `page`, 1-based).
-pub fn list_open(p: ForgeProvider, project: &str, branch: &str, base: &str, page: usize) -> Call {
+/// Which PRs a list asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Open ones.
+    Open,
+    /// Closed ones (GitHub and Gitea include merged ones; [`parse_list`] leaves them out).
+    Closed,
+}
+
+/// The request listing `state` PRs from `branch` into `base` (Gitea: page `page`, 1-based).
+pub fn list(
+    p: ForgeProvider,
+    project: &str,
+    (branch, base): (&str, &str),
+    state: Listed,
+    page: usize,
+) -> Call {
     let r = root(p, project);
+    let state = match (p, state) {
+        (_, Listed::Closed) => "closed",
+        (ForgeProvider::Gitlab, Listed::Open) => "opened",
+        (_, Listed::Open) => "open",
+    };
     let path = match p {
         ForgeProvider::Github => {
             let owner = project.split('/').next().unwrap_or(project);
             format!(
-                "{r}/pulls?state=open&head={}&base={}",
+                "{r}/pulls?state={state}&head={}&base={}",
                 enc(&format!("{owner}:{branch}")),
                 enc(base)
             )
         }
         ForgeProvider::Gitlab => format!(
-            "{r}/merge_requests?state=opened&source_branch={}&target_branch={}",
+            "{r}/merge_requests?state={state}&source_branch={}&target_branch={}",
             enc(branch),
             enc(base)
         ),
-        ForgeProvider::Gitea => format!("{r}/pulls?state=open&limit={PAGE}&page={page}"),
+        ForgeProvider::Gitea => format!("{r}/pulls?state={state}&limit={PAGE}&page={page}"),
     };
     Call {
         method: Method::Get,
@@ -102,15 +123,24 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
-/// The open PR from `branch` into `base` in a list answer, and how many entries the page had.
+/// Whether a list entry was merged (GitHub lists `merged_at`, Gitea `merged`; GitLab lists a
+/// merged MR as `state: merged`, never among closed ones).
+fn merged(it: &Value) -> bool {
+    it.get("merged").and_then(Value::as_bool) == Some(true)
+        || it.get("merged_at").is_some_and(|m| !m.is_null())
+        || str_at(it, &["state"]) == Some("merged")
+}
+
+/// The PRs from `branch` into `base` in a list answer that were not merged (all of an open
+/// list; the ones closed without merging of a closed list), and how many entries the page had.
 pub fn parse_list(
     p: ForgeProvider,
     answer: &Value,
     branch: &str,
     base: &str,
-) -> (Option<Found>, usize) {
+) -> (Vec<Found>, usize) {
     let items = answer.as_array().map(Vec::as_slice).unwrap_or_default();
-    let found = items.iter().find_map(|it| {
+    let found = items.iter().filter(|it| !merged(it)).filter_map(|it| {
         let (head, target) = match p {
             ForgeProvider::Gitlab => (
                 str_at(it, &["source_branch"]),
@@ -124,7 +154,7 @@ pub fn parse_list(
         }
         created(p, it)
     });
-    (found, items.len())
+    (found.collect(), items.len())
 }
 
 /// The PR a create (or list) answer describes.
@@ -274,15 +304,15 @@ mod tests {
     fn requests_follow_each_forges_documented_endpoints() {
         let b = "tagflow/prod-app";
         assert_eq!(
-            list_open(Github, "org/config", b, "main", 1).path,
+            list(Github, "org/config", (b, "main"), Listed::Open, 1).path,
             "/repos/org/config/pulls?state=open&head=org%3Atagflow%2Fprod-app&base=main"
         );
         assert_eq!(
-            list_open(Gitlab, "group/sub/config", b, "main", 1).path,
+            list(Gitlab, "group/sub/config", (b, "main"), Listed::Open, 1).path,
             "/projects/group%2Fsub%2Fconfig/merge_requests?state=opened&source_branch=tagflow%2Fprod-app&target_branch=main"
         );
         assert_eq!(
-            list_open(Gitea, "org/config", b, "main", 2).path,
+            list(Gitea, "org/config", (b, "main"), Listed::Open, 2).path,
             "/repos/org/config/pulls?state=open&limit=50&page=2"
         );
         let labels = vec!["tagflow".to_owned(), "prod".to_owned()];
@@ -341,14 +371,22 @@ mod tests {
     #[test]
     fn answers_are_read_per_forge() {
         let gh = json!([{"number": 5, "html_url": "https://github.com/org/config/pull/5", "title": "t", "body": "b", "head": {"ref": "x"}, "base": {"ref": "main"}}]);
-        assert_eq!(
-            parse_list(Github, &gh, "x", "main").0.map(|f| f.number),
-            Some(5)
-        );
-        assert_eq!(parse_list(Github, &gh, "y", "main").0, None);
+        let numbers = |v: Vec<Found>| v.into_iter().map(|f| f.number).collect::<Vec<_>>();
+        assert_eq!(numbers(parse_list(Github, &gh, "x", "main").0), [5]);
+        assert_eq!(parse_list(Github, &gh, "y", "main").0, []);
         let gl = json!([{"iid": 9, "web_url": "u", "title": "t", "description": "d", "source_branch": "x", "target_branch": "main"}]);
-        let f = parse_list(Gitlab, &gl, "x", "main").0.expect("found");
+        let f = parse_list(Gitlab, &gl, "x", "main").0.remove(0);
         assert_eq!((f.number, f.body.as_str()), (9, "d"));
+        // A closed list holds merged ones too: each forge marks them its own way.
+        let closed = json!([
+            {"number": 1, "head": {"ref": "x"}, "base": {"ref": "main"}, "merged_at": "2026-01-01T00:00:00Z"},
+            {"number": 2, "head": {"ref": "x"}, "base": {"ref": "main"}, "merged": true},
+            {"number": 3, "head": {"ref": "x"}, "base": {"ref": "main"}, "merged_at": null, "merged": false},
+        ]);
+        assert_eq!(numbers(parse_list(Github, &closed, "x", "main").0), [3]);
+        let gl =
+            json!([{"iid": 4, "state": "merged", "source_branch": "x", "target_branch": "main"}]);
+        assert_eq!(parse_list(Gitlab, &gl, "x", "main").0, []);
         let (ids, missing) = label_ids(
             &json!([{"id": 3, "name": "tagflow"}]),
             &["tagflow".into(), "nope".into()],

@@ -57,6 +57,18 @@ pub enum ForgeError {
     },
 }
 
+/// Why a request got no answer, with what to do about a certificate from a private CA.
+fn transport_reason(e: reqwest::Error) -> String {
+    let mut reason = crate::secret::redacted_chain(&e.without_url());
+    if reason.contains("certificate") {
+        reason.push_str(
+            " (a forge behind a private CA: pass that CA's PEM with --git-ca-file or \
+             TAGFLOW_GIT_CA_FILE, which the forge API trusts as the git remotes do)",
+        );
+    }
+    reason
+}
+
 /// What was wrong with an answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -108,7 +120,11 @@ impl Forge {
                 ))
             })?,
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in crate::gitops::extra_roots() {
+            builder = builder.add_root_certificate(root);
+        }
+        let http = builder
             .timeout(TIMEOUT)
             // The token must not follow a redirect anywhere, not even on the same host.
             .redirect(reqwest::redirect::Policy::none())
@@ -168,7 +184,7 @@ impl Forge {
         }
         let resp = req.send().await.map_err(|e| ForgeError::Transport {
             url: url.clone(),
-            reason: crate::secret::redact(&e.without_url().to_string()),
+            reason: transport_reason(e),
         })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -192,24 +208,44 @@ impl Forge {
 
     /// The open PR from `branch` into `base`, if any.
     pub async fn find_open(&self, branch: &str, base: &str) -> Result<Option<Found>, ForgeError> {
+        self.find(branch, base, api::Listed::Open, |_| true).await
+    }
+
+    /// A PR from `branch` into `base` that someone closed without merging while it proposed
+    /// exactly `title` and `body` (tagflow's own closes prefix the body with why), if any.
+    pub async fn find_declined(
+        &self,
+        (branch, base): (&str, &str),
+        title: &str,
+        body: &str,
+    ) -> Result<Option<Found>, ForgeError> {
+        self.find(branch, base, api::Listed::Closed, |f| {
+            f.title == title && f.body == body
+        })
+        .await
+    }
+
+    async fn find(
+        &self,
+        branch: &str,
+        base: &str,
+        state: api::Listed,
+        keep: impl Fn(&Found) -> bool,
+    ) -> Result<Option<Found>, ForgeError> {
         let pages = if self.provider == ForgeProvider::Gitea {
             api::MAX_PAGES
         } else {
             1
         };
         for page in 1..=pages {
-            let answer = self
-                .call(api::list_open(
-                    self.provider,
-                    &self.project,
-                    branch,
-                    base,
-                    page,
-                ))
-                .await?;
+            let call = api::list(self.provider, &self.project, (branch, base), state, page);
+            let answer = self.call(call).await?;
             let (found, n) = api::parse_list(self.provider, &answer, branch, base);
-            if found.is_some() || n < api::PAGE {
-                return Ok(found);
+            if let Some(f) = found.into_iter().find(&keep) {
+                return Ok(Some(f));
+            }
+            if n < api::PAGE {
+                break;
             }
         }
         Ok(None)

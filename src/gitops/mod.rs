@@ -457,7 +457,23 @@ pub fn trust_ca_file(path: &std::path::Path) -> Result<(), CaFileError> {
     unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| CaFileError::Load {
         path: shown,
         message: e.message().to_owned(),
-    })
+    })?;
+    *EXTRA_ROOTS.write().unwrap_or_else(|e| e.into_inner()) = pem;
+    Ok(())
+}
+
+/// The PEM of `--git-ca-file`, for the HTTP clients that talk to the same hosts (the forge API
+/// of a self-hosted GitLab or Gitea sits behind the same private CA as its git remotes).
+static EXTRA_ROOTS: std::sync::RwLock<Vec<u8>> = std::sync::RwLock::new(Vec::new());
+
+/// The certificates [`trust_ca_file`] added, for a reqwest client (none without the flag).
+pub fn extra_roots() -> Vec<reqwest::Certificate> {
+    let pem = EXTRA_ROOTS.read().unwrap_or_else(|e| e.into_inner());
+    if pem.is_empty() {
+        return Vec::new();
+    }
+    // trust_ca_file checked that the bundle parses.
+    reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default()
 }
 
 /// Set libgit2's network timeouts once, before any transfer.

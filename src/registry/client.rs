@@ -341,7 +341,7 @@ impl Client {
             ReadError::Http(e) => RegistryError::Transport {
                 registry: self.host.clone(),
                 url: redact_url(url),
-                reason: crate::secret::redact(&error_chain(&e)),
+                reason: crate::secret::redacted_chain(&e),
                 timeout: e.is_timeout(),
             },
             ReadError::TooLarge => RegistryError::BadResponse {
@@ -421,17 +421,6 @@ async fn read(req: reqwest::RequestBuilder) -> Result<Answer, ReadError> {
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// URLs never carry secrets in tagflow, but a registry could send one back in a `Link`.

@@ -96,6 +96,15 @@ impl Forge {
         }
     }
 
+    /// Close PR `number` without merging, as a person does in the forge's UI.
+    pub fn close_by_hand(&self, number: u64) {
+        for p in self.prs.lock().unwrap().iter_mut() {
+            if p.number == number {
+                p.state = "closed".into();
+            }
+        }
+    }
+
     /// Requests received, as `METHOD path?query`.
     pub fn calls(&self) -> Vec<String> {
         self.server
@@ -140,6 +149,7 @@ fn view(flavor: Flavor, p: &Pr, base_url: &str) -> Value {
             "head": {"ref": p.head}, "base": {"ref": p.base},
             "state": if p.state == "merged" { "closed" } else { p.state.as_str() },
             "merged": p.state == "merged",
+            "merged_at": (p.state == "merged").then_some("2026-01-01T00:00:00Z"),
             "labels": p.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         }),
     }
@@ -168,7 +178,9 @@ fn handle(
         Flavor::Gitlab => format!("/projects/{}", project.replace('/', "%2F")),
         _ => format!("/repos/{project}"),
     };
-    let Some(rest) = req.path.strip_prefix(&root) else {
+    // Also served under /api, where a TLS proxy in front of it puts the API (GitHttp).
+    let path = req.path.strip_prefix("/api").unwrap_or(&req.path);
+    let Some(rest) = path.strip_prefix(&root) else {
         return Response::json(404, &json!({"message": "Not Found"}));
     };
     let coll = if flavor == Flavor::Gitlab {
@@ -182,7 +194,20 @@ fn handle(
     match (req.method.as_str(), rest, number) {
         ("GET", r, None) if r == coll => {
             let q = |k: &str| req.query_param(k);
-            let open: Vec<&Pr> = prs.iter().filter(|p| p.state == "open").collect();
+            // As documented: GitHub and Gitea list open ones unless asked (closed includes
+            // merged); GitLab lists all unless asked (opened, closed, merged).
+            let state = q("state");
+            let open: Vec<&Pr> = prs
+                .iter()
+                .filter(|p| match (flavor, state.as_deref()) {
+                    (Flavor::Gitlab, None) | (_, Some("all")) => true,
+                    (Flavor::Gitlab, Some("opened")) => p.state == "open",
+                    (Flavor::Gitlab, Some(s)) => p.state == s,
+                    (_, None | Some("open")) => p.state == "open",
+                    (_, Some("closed")) => p.state != "open",
+                    _ => false,
+                })
+                .collect();
             let list: Vec<Value> = match flavor {
                 Flavor::Github => {
                     let head = q("head").unwrap_or_default();

@@ -208,17 +208,36 @@ pub struct GitHttp {
 impl GitHttp {
     /// Start `lighttpd -D` on a free port serving `repo` (retries if the port was taken).
     pub fn start(repo: &BareRepo) -> GitHttp {
-        Self::start_with(repo, false)
+        Self::start_with(repo, false, None)
     }
 
     /// Like [`GitHttp::start`], over HTTPS (lighttpd's mod_openssl) with a leaf certificate for
     /// 127.0.0.1 signed by a fresh test CA ([`GitHttp::ca_cert`]), as a self-hosted GitLab or
     /// Gitea behind a private CA serves it.
     pub fn start_tls(repo: &BareRepo) -> GitHttp {
-        Self::start_with(repo, true)
+        Self::start_with(repo, true, None)
     }
 
-    fn start_with(repo: &BareRepo, tls: bool) -> GitHttp {
+    /// Like [`GitHttp::start_tls`], also proxying `https://…/api/…` to the plain-HTTP server at
+    /// `api_base` (`http://127.0.0.1:PORT`; the path as sent, un-normalised so GitLab's `%2F`
+    /// survives; the forge stand-in serves under `/api` too): one host behind one private CA
+    /// for git and the forge API, as a self-hosted GitLab or Gitea is.
+    /// [`GitHttp::api_url`] is the proxied base.
+    pub fn start_tls_with_api(repo: &BareRepo, api_base: &str) -> GitHttp {
+        let port = api_base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("api_base is http://127.0.0.1:PORT");
+        Self::start_with(repo, true, Some(port))
+    }
+
+    /// With [`GitHttp::start_tls_with_api`]: the API base through the TLS proxy.
+    pub fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}/api", self.port)
+    }
+
+    fn start_with(repo: &BareRepo, tls: bool, api_port: Option<u16>) -> GitHttp {
         let bin = find_bin("lighttpd");
         let exec_path = run_checked(
             Command::new(find_bin("git")).arg("--exec-path"),
@@ -254,6 +273,16 @@ impl GitHttp {
             ),
             None => ("", String::new()),
         };
+        let (proxy_module, proxy_conf) = match api_port {
+            Some(port) => (
+                "\"mod_proxy\", ",
+                format!(
+                    "proxy.server = (\"/api/\" => ((\"host\" => \"127.0.0.1\", \"port\" => {port})))\n\
+                     server.http-parseopts = (\"url-path-2f-decode\" => \"disable\", \"url-normalize\" => \"disable\")\n"
+                ),
+            ),
+            None => ("", String::new()),
+        };
         for _ in 0..BIND_ATTEMPTS {
             let port = free_port();
             let conf = format!(
@@ -261,8 +290,9 @@ impl GitHttp {
                  server.bind = \"127.0.0.1\"\n\
                  server.port = {port}\n\
                  server.upload-dirs = ({uploads})\n\
-                 server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_auth\", \"mod_authn_file\", \"mod_cgi\"{ssl_module})\n\
+                 server.modules = (\"mod_alias\", \"mod_setenv\", \"mod_auth\", \"mod_authn_file\", {proxy_module}\"mod_cgi\"{ssl_module})\n\
                  {ssl_conf}\
+                 {proxy_conf}\
                  alias.url = (\"/git/\" => {backend_slash})\n\
                  cgi.assign = (\"\" => \"\")\n\
                  setenv.add-environment = (\"GIT_PROJECT_ROOT\" => {root}, \"GIT_HTTP_EXPORT_ALL\" => \"1\")\n\
