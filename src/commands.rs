@@ -128,15 +128,22 @@ pub async fn plan(mut opts: RepoOptions) -> Result<u8, CommandError> {
     let scratch = Scratch::new("plan");
     opts.workdir = scratch.0.clone();
     let reconciler = Reconciler::new(opts, Metrics::new(), None, None);
-    match reconciler.plan().await? {
-        None => {
-            println!("# nothing to change");
-            tracing::info!("plan: nothing to change");
-        }
-        Some((diff, message)) => {
-            println!("# commit message\n{message}\n# diff\n{diff}");
-            tracing::info!("plan: the diff above would be committed (nothing was written)");
-        }
+    let planned = reconciler.plan().await?;
+    if planned.is_empty() {
+        println!("# nothing to change");
+        tracing::info!("plan: nothing to change");
+    }
+    for p in &planned {
+        println!(
+            "# would {}\n# commit message\n{}\n# diff\n{}",
+            p.destination, p.message, p.diff
+        );
+    }
+    if !planned.is_empty() {
+        tracing::info!(
+            pushes = planned.len(),
+            "plan: the diffs above would be pushed (nothing was written)"
+        );
     }
     Ok(EXIT_OK)
 }

@@ -310,6 +310,35 @@ fn gitlab_over_ssh_branch_mr_supersede_and_retire() {
     );
 }
 
+/// `plan` shows a pull-request environment's change as the branch push and PR it would be,
+/// not as a commit to the target; it pushes nothing and calls no forge.
+#[test]
+fn plan_shows_the_branch_and_pull_request_it_would_push() {
+    let forge = Forge::start(Flavor::Gitea, "org/config", TOKEN);
+    let w = world(&forge, "gitea", "");
+    let mut c = common::tagflow();
+    c.args([
+        "plan",
+        "--secret-hosts",
+        "127.0.0.1",
+        "--repo",
+        &file_url(&w.repo),
+    ]);
+    let out = common::run(&mut c);
+    assert!(out.status.success(), "{}", logs(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "# would push to branch tagflow/dev-app (rebuilt on main) and its pull request into main"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("# would commit to main"), "{stdout}");
+    assert!(stdout.contains("+  tag: b2c3d4e"), "{stdout}");
+    assert_eq!(w.repo.head(BRANCH), None, "nothing pushed");
+    assert!(forge.calls().is_empty(), "{:?}", forge.calls());
+}
+
 /// Closing tagflow's PR without merging says no to that change: later cycles (each `once` a
 /// new process, so nothing is remembered in memory) leave it closed, also when the branch is
 /// rebuilt on a moved target, and a newer tag opens a new PR. Each forge lists closed PRs its

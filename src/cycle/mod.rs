@@ -109,6 +109,17 @@ impl RolloutError {
     }
 }
 
+/// One push the next cycle would make ([`Reconciler::plan`]).
+#[derive(Debug)]
+pub struct Planned {
+    /// Where it goes: `commit to main`, `push to branch tagflow/dev-app (…)`.
+    pub destination: String,
+    /// Unified diff against the target branch's head.
+    pub diff: String,
+    /// The commit message.
+    pub message: String,
+}
+
 /// What a cycle did.
 #[derive(Debug)]
 pub struct Report {

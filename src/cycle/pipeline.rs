@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::Oid;
 
 use super::select::UNREADABLE_RETRY;
-use super::{CycleError, Outcome, Reconciler, Report, Scope};
+use super::{CycleError, Outcome, Planned, Reconciler, Report, Scope};
 use crate::config;
 use crate::gitops::{self, CommitError};
 use crate::plan::{self, ChangeSet};
@@ -201,26 +201,52 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Dry run: what the next cycle would commit, as (unified diff, commit message). No push,
-    /// no Slack. Uses whatever work dir it was given (`plan` gives it a throwaway one).
-    pub async fn plan(&self) -> Result<Option<(String, String)>, CycleError> {
+    /// Dry run: what the next cycle would push, to the target branch and to each of
+    /// pull-request mode's branches (rebuilt on the target's head, so their diff is against
+    /// it too). No push, no forge call, no Slack. Uses whatever work dir it was given (`plan`
+    /// gives it a throwaway one).
+    pub async fn plan(&self) -> Result<Vec<Planned>, CycleError> {
         let (head, cfg) = self.refresh().await?;
         let gates = self.current.gates();
         let (desired, errors) = self.selector.select(&cfg, &gates, &Scope::All).await?;
         if !errors.is_empty() {
             return Err(CycleError::Images(errors));
         }
+        let target = self.repo.opts.branch.clone();
+        let (direct, branched) = super::propose::split(&cfg, plan::policy_targets(&cfg, &desired));
+        let mut wanted = vec![(None, direct)];
+        for (bp, env, _) in super::propose::branch_plans(&cfg, &branched) {
+            if let ChangeSet::Update(per_env) = bp.change {
+                let pr = cfg.environments[&env].pull_request.is_some();
+                wanted.push((Some((bp.branch, pr)), per_env));
+            }
+        }
         let out = self
             .repo
             .read_at(head, move |snap| {
                 let read = snap.reader();
-                let planned = plan::plan_edits(&cfg, &desired, snap);
-                Ok(planned.map(|p| {
-                    p.map(|p| {
-                        let d = plan::diff(&p.edits, |path| read(path).ok().flatten());
-                        (d, p.message)
-                    })
-                }))
+                let mut out = Vec::new();
+                for (branch, per_env) in wanted {
+                    let p = match plan::plan_env_edits(&cfg, &per_env, snap) {
+                        Ok(Some(p)) => p,
+                        Ok(None) => continue,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let destination = match branch {
+                        None => format!("commit to {target}"),
+                        Some((b, true)) => {
+                            format!("push to branch {b} (rebuilt on {target}) and its pull request into {target}")
+                        }
+                        Some((b, false)) => format!("push to branch {b} (rebuilt on {target})"),
+                    };
+                    let diff = plan::diff(&p.edits, |path| read(path).ok().flatten());
+                    out.push(Planned {
+                        destination,
+                        diff,
+                        message: p.message,
+                    });
+                }
+                Ok(Ok(out))
             })
             .await?;
         out.map_err(|e| CycleError::Commit(CommitError::Plan(e)))
