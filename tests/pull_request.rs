@@ -133,6 +133,19 @@ fn merge(repo: &BareRepo, branch: &str) {
     );
 }
 
+/// Every request the GitLab stand-in got carried the token as GitLab wants it.
+fn assert_gitlab_token_on_every_request(forge: &Forge) {
+    for r in forge.server.requests() {
+        assert_eq!(
+            r.header("private-token"),
+            Some(TOKEN),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+}
+
 /// The whole life of one PR; `url` and `auth` reach `w.repo` over some transport.
 fn scenario(forge: &Forge, w: &World, url: &str, auth: &[&str]) {
     let main0 = w.repo.head("main").expect("main");
@@ -301,13 +314,7 @@ fn gitlab_over_ssh_branch_mr_supersede_and_retire() {
             .any(|c| c.starts_with("PUT /projects/org%2Fconfig/merge_requests/1")),
         "{calls:#?}"
     );
-    assert!(
-        forge
-            .server
-            .requests()
-            .iter()
-            .all(|r| r.header("private-token") == Some(TOKEN))
-    );
+    assert_gitlab_token_on_every_request(&forge);
 }
 
 /// `plan` shows a pull-request environment's change as the branch push and PR it would be,
@@ -448,13 +455,7 @@ fn gitlab_behind_a_private_ca_is_trusted_for_git_and_its_api_through_git_ca_file
     let open = forge.open();
     assert_eq!(open.len(), 1, "{l}");
     assert_eq!(open[0].head, BRANCH);
-    assert!(
-        forge
-            .server
-            .requests()
-            .iter()
-            .all(|r| r.header("private-token") == Some(TOKEN))
-    );
+    assert_gitlab_token_on_every_request(&forge);
 }
 
 /// A branch of that name that a person wrote is never overwritten: the cycle says why, and
