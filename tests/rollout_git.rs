@@ -318,12 +318,9 @@ fn a_promotion_pushed_by_a_replica_killed_before_saving_state_is_reverted_from_g
     assert!(q.contains("tag: \"0f1e2d3\""), "{q}");
 }
 
-/// `gate.approval: pullRequest`: once dev soaked, the promotion is proposed as a PR on
-/// tagflow's branch (main untouched) and the thread names it; merging it is the approval, and
-/// prod then rolls out what was merged. The forge is the stand-in (tests/testbed/src/forge.rs).
-#[test]
-#[ignore = "real servers: run by scripts/test"]
-fn merging_the_promotion_pull_request_is_the_approval() {
+/// A world whose prod is gated by the merge of a promotion PR on the GitHub stand-in, with a
+/// replica running and dev soaked: (forge, world, replica, the PR, the token's dir).
+fn awaiting_a_promotion_pull_request() -> (testbed::Forge, World, Replica, testbed::Pr, Local) {
     let forge = testbed::Forge::start(testbed::Flavor::Github, "org/config", "gate-token-77");
     let token = Local::new();
     let token_file = token.file("token", "gate-token-77");
@@ -337,6 +334,55 @@ fn merging_the_promotion_pull_request_is_the_approval() {
     wait_phase(&w, "dev/app", "0f1e2d3", "awaitingApproval", &r);
     let pr = eventually(LIMIT, || forge.open().into_iter().next())
         .unwrap_or_else(|| panic!("no promotion PR: {:#?}\n{}", forge.calls(), r.logs()));
+    (forge, w, r, pr, token)
+}
+
+/// Closing the promotion PR without merging declines that tag for prod: after a restart
+/// (nothing remembered in memory) tagflow does not reopen it, the thread says so and how to
+/// promote anyway, the state (and so the status page) marks it, and prod keeps its tag.
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn closing_the_promotion_pull_request_by_hand_declines_it() {
+    let (forge, w, r, pr, _token) = awaiting_a_promotion_pull_request();
+    forge.close_by_hand(pr.number);
+    drop(r);
+    let r = Replica::start_with(&w, "b", &["--secret-hosts", "127.0.0.1"]);
+    let said = eventually(LIMIT, || {
+        w.slack
+            .texts()
+            .into_iter()
+            .find(|t| t.contains("was closed without merging"))
+    })
+    .unwrap_or_else(|| panic!("{:#?}\n{}", w.slack.texts(), r.logs()));
+    assert!(
+        said.contains(&format!("/pull/{}", pr.number))
+            && said.contains("tagflow approve prod 0f1e2d3"),
+        "{said}"
+    );
+    let s = state(&w).expect("state");
+    assert_eq!(
+        s["rollouts"]["dev/app"]["pullRequestDeclined"], true,
+        "the state marks it: {s}"
+    );
+    assert!(forge.open().is_empty(), "reopened: {:#?}", forge.prs());
+    assert_eq!(forge.prs().len(), 1, "{:#?}", forge.prs());
+    assert_eq!(
+        tag_in(&w.repo.read("main", "envs/prod/patch.yaml").expect("prod")),
+        "a1b2c3d"
+    );
+    assert_eq!(
+        phase(&w, "dev/app"),
+        Some(("0f1e2d3".to_owned(), "awaitingApproval".to_owned()))
+    );
+}
+
+/// `gate.approval: pullRequest`: once dev soaked, the promotion is proposed as a PR on
+/// tagflow's branch (main untouched) and the thread names it; merging it is the approval, and
+/// prod then rolls out what was merged. The forge is the stand-in (tests/testbed/src/forge.rs).
+#[test]
+#[ignore = "real servers: run by scripts/test"]
+fn merging_the_promotion_pull_request_is_the_approval() {
+    let (forge, w, r, pr, _token) = awaiting_a_promotion_pull_request();
     assert_eq!(
         (pr.head.as_str(), pr.base.as_str()),
         ("tagflow/prod", "main")

@@ -56,28 +56,50 @@ pub type Key = (String, String);
 pub struct Proposed {
     /// Pairs whose values the target branch already carries (merged, or nothing to change).
     pub landed: BTreeSet<Key>,
-    /// Pairs waiting on a branch: the branch and its PR's web page, when one is open.
+    /// Pairs waiting on a branch: the branch and its PR's web page, when one is open (or was
+    /// closed by hand: then the pair is in `declined` too).
     pub waiting: BTreeMap<Key, (String, Option<String>)>,
+    /// Pairs whose PR someone closed without merging; tagflow leaves it closed.
+    pub declined: BTreeSet<Key>,
     /// Branches that could not be brought up to date.
     pub errors: Vec<RolloutError>,
 }
 
+/// How long a PR tagflow saw stays trusted without asking the forge again: long enough that an
+/// unchanged branch costs no forge request per cycle, short enough that a PR someone closed
+/// (or reopened) by hand is noticed within minutes, not at the next restart.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What tagflow last saw of a branch's PR.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// The branch tip the PR described.
+    tip: Oid,
+    pr: Found,
+    /// Closed by hand without merging (left closed).
+    declined: bool,
+    at: std::time::Instant,
+}
+
 /// The PR tagflow last saw for each branch, with the tip it describes: an unchanged branch
-/// costs no forge request.
+/// costs no forge request (for [`RECHECK`]).
 #[derive(Debug, Default)]
-pub struct Memory(Mutex<BTreeMap<String, (Oid, Found)>>);
+pub struct Memory(Mutex<BTreeMap<String, Seen>>);
 
 impl Memory {
-    fn get(&self, branch: &str) -> Option<(Oid, Found)> {
-        self.lock().get(branch).cloned()
+    fn get(&self, branch: &str) -> Option<Seen> {
+        self.lock()
+            .get(branch)
+            .filter(|s| s.at.elapsed() < RECHECK)
+            .cloned()
     }
-    fn set(&self, branch: &str, seen: Option<(Oid, Found)>) {
+    fn set(&self, branch: &str, seen: Option<Seen>) {
         match seen {
             Some(s) => self.lock().insert(branch.to_owned(), s),
             None => self.lock().remove(branch),
         };
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Oid, Found)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Seen>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -353,19 +375,22 @@ impl Reconciler {
                 out.landed.insert(k.clone());
             }
         }
-        let url = match &forge {
+        let (url, declined) = match &forge {
             Some(f) => {
                 let (title, body) = pr_text(env, &target, &prepared, gated);
-                Some(
-                    self.ensure_pr(f, branch, &target, tip, &title, &body)
-                        .await?,
-                )
+                let (url, declined) = self
+                    .ensure_pr(f, branch, &target, tip, &title, &body)
+                    .await?;
+                (Some(url), declined)
             }
-            None => None,
+            None => (None, false),
         };
         for k in keys.iter().filter(|k| changed.contains(*k)) {
             out.waiting
                 .insert(k.clone(), (branch.to_owned(), url.clone()));
+            if declined {
+                out.declined.insert(k.clone());
+            }
         }
         Ok(())
     }
@@ -392,7 +417,8 @@ impl Reconciler {
     }
 
     /// The open PR of `branch` with this title and body: kept, updated or opened — or the one
-    /// someone closed without merging while it proposed exactly this, left closed.
+    /// someone closed without merging while it proposed exactly this, left closed. Its web page,
+    /// and whether it is that closed one.
     async fn ensure_pr(
         &self,
         f: &Forge,
@@ -401,14 +427,15 @@ impl Reconciler {
         tip: Oid,
         title: &str,
         body: &str,
-    ) -> Result<String, ForgeError> {
-        if let Some((seen, pr)) = self.proposals.get(branch)
-            && seen == tip
-            && pr.title == title
-            && pr.body == body
+    ) -> Result<(String, bool), ForgeError> {
+        if let Some(seen) = self.proposals.get(branch)
+            && seen.tip == tip
+            && seen.pr.title == title
+            && seen.pr.body == body
         {
-            return Ok(pr.url);
+            return Ok((seen.pr.url, seen.declined));
         }
+        let mut declined = false;
         let pr = match f.find_open(branch, target).await? {
             Some(pr) if pr.title == title && pr.body == body => pr,
             Some(pr) => {
@@ -425,6 +452,7 @@ impl Reconciler {
             None => match f.find_declined((branch, target), title, body).await? {
                 Some(pr) => {
                     tracing::warn!(branch, pr = pr.number, url = %pr.url, "the pull request for this change was closed without merging: not reopening it; a newer change opens a new one");
+                    declined = true;
                     pr
                 }
                 None => {
@@ -439,8 +467,17 @@ impl Reconciler {
             },
         };
         let url = pr.url.clone();
-        self.proposals.set(branch, Some((tip, pr)));
-        Ok(url)
+        let at = std::time::Instant::now();
+        self.proposals.set(
+            branch,
+            Some(Seen {
+                tip,
+                pr,
+                declined,
+                at,
+            }),
+        );
+        Ok((url, declined))
     }
 }
 

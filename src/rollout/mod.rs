@@ -127,6 +127,9 @@ pub struct Rollout {
     /// Awaiting approval by merge: the promotion pull request to merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<String>,
+    /// That pull request was closed without merging (tagflow leaves it closed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull_request_declined: bool,
 }
 
 impl Rollout {
@@ -151,6 +154,7 @@ impl Rollout {
             smoke_failures: 0,
             reason: String::new(),
             pull_request: None,
+            pull_request_declined: false,
         }
     }
 

@@ -162,6 +162,10 @@ pub fn pending(config: &Config, gates: &Gates, state: &State) -> Vec<PendingAppr
                 .is_some_and(|g| g.approval == crate::config::ApprovalMode::PullRequest);
             let command = if by_merge {
                 match &r.pull_request {
+                    Some(url) if r.pull_request_declined => format!(
+                        "{url} was closed without merging: reopen and merge it, or tagflow approve {name} {}",
+                        r.pinned.tag
+                    ),
                     Some(url) => format!("merge {url}"),
                     None => format!("merge the promotion pull request tagflow opens for {name}"),
                 }
@@ -210,8 +214,15 @@ mod tests {
             "merge the promotion pull request tagflow opens for prod"
         );
         r.pull_request = Some("https://github.com/org/config/pull/7".into());
-        state.rollouts.insert(State::key("dev", "app"), r);
+        state.rollouts.insert(State::key("dev", "app"), r.clone());
         let p = pending(&cfg, &Gates::default(), &state);
         assert_eq!(p[0].command, "merge https://github.com/org/config/pull/7");
+        r.pull_request_declined = true;
+        state.rollouts.insert(State::key("dev", "app"), r);
+        let p = pending(&cfg, &Gates::default(), &state);
+        assert_eq!(
+            p[0].command,
+            "https://github.com/org/config/pull/7 was closed without merging: reopen and merge it, or tagflow approve prod 0f1e2d3"
+        );
     }
 }

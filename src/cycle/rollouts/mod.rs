@@ -560,15 +560,25 @@ impl Reconciler {
             let Some(r) = state.rollouts.get_mut(&skey) else {
                 continue;
             };
-            if r.pull_request.as_deref() == Some(url.as_str()) {
+            let declined = proposed.declined.contains(key);
+            if r.pull_request.as_deref() == Some(url.as_str())
+                && r.pull_request_declined == declined
+            {
                 continue;
             }
             r.pull_request = Some(url.clone());
+            r.pull_request_declined = declined;
             let r = r.clone();
-            let text = format!(
-                "{src}: promotion of {} to {env} is waiting in {url}: merge it to approve",
-                r.pinned.tag
-            );
+            let tag = &r.pinned.tag;
+            let text = if declined {
+                format!(
+                    "{src}: promotion of {tag} to {env}: {url} was closed without merging, so {tag} is not promoted; reopen and merge it (or `tagflow approve {env} {tag}`) to promote it, or a newer tag that soaks gets a new pull request"
+                )
+            } else {
+                format!(
+                    "{src}: promotion of {tag} to {env} is waiting in {url}: merge it to approve"
+                )
+            };
             self.rollout_post(state, &r, &text);
         }
     }
