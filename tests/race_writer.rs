@@ -149,7 +149,10 @@ async fn a_writer_pushing_flat_out_does_not_starve_tagflow() {
     let per_minute = landed.len() as f64 * 60.0 / took.as_secs_f64();
     took_each.sort();
     let (median, max) = (
-        took_each.get(took_each.len() / 2).copied().unwrap_or_default(),
+        took_each
+            .get(took_each.len() / 2)
+            .copied()
+            .unwrap_or_default(),
         took_each.last().copied().unwrap_or_default(),
     );
     eprintln!(
