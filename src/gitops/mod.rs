@@ -340,7 +340,12 @@ impl Checkout {
                     else {
                         return Err(GitError::Contended(attempt).into());
                     };
-                    tracing::info!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    // Up to 100 rounds in a sustained race: the first and every tenth at info.
+                    if attempt % 10 == 1 {
+                        tracing::info!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    } else {
+                        tracing::debug!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    }
                     std::thread::sleep(pause);
                 }
             }
