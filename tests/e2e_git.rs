@@ -140,6 +140,71 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
     );
 }
 
+/// A branch that moves on every one of tagflow's pushes for longer than the old 8 attempts:
+/// the retries run for a time budget with short pauses, not a count, so tagflow outlasts the
+/// burst and lands on top of all of it (issue 11 §3).
+#[test]
+fn a_burst_of_lost_races_longer_than_eight_is_outlasted() {
+    let repo = BareRepo::new(&[("envs/dev/patch.yaml", "image:\n  tag: a1b2c3d\n")]);
+    let local = Local::new();
+    let checkout = Checkout::open(
+        &file_url(&repo),
+        "main",
+        &local.workdir(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    let lost = 12;
+    let mut calls = 0;
+    let started = std::time::Instant::now();
+    let result = checkout
+        .commit_and_push(&GitConfig::default(), |snap| -> Result<_, std::io::Error> {
+            calls += 1;
+            if calls <= lost {
+                // Another writer lands between this fetch and the push.
+                repo.commit_files(
+                    "main",
+                    &[("notes/other.txt", &format!("{calls}\n"))],
+                    &format!("other {calls}"),
+                );
+            }
+            let text = String::from_utf8(
+                snap.read("envs/dev/patch.yaml")
+                    .expect("read")
+                    .expect("exists"),
+            )
+            .expect("utf8");
+            Ok(Some(Prepared {
+                edits: vec![Edit {
+                    path: "envs/dev/patch.yaml".into(),
+                    content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
+                }],
+                message: "set tag".into(),
+                changes: Vec::new(),
+            }))
+        })
+        .expect("outlasted the burst");
+    let Pushed::Committed { attempts, .. } = result else {
+        panic!("expected a commit")
+    };
+    assert_eq!(attempts, lost + 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "short pauses: {:?}",
+        started.elapsed()
+    );
+    let log = repo.log("main");
+    assert_eq!(log[0].subject, "set tag");
+    assert_eq!(log[0].parents, vec![log[1].sha.clone()], "on top of theirs");
+    for i in 1..=lost {
+        assert!(
+            log.iter().any(|c| c.subject == format!("other {i}")),
+            "other {i} lost"
+        );
+    }
+    assert_eq!(log.iter().filter(|c| c.subject == "set tag").count(), 1);
+}
+
 /// Many rounds of tagflow committing while another writer pushes as fast as it can: every
 /// commit of both writers ends up in the history and tagflow's values are applied.
 #[test]

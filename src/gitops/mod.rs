@@ -3,7 +3,7 @@
 //! The work dir is a bare clone: files are read from git objects (a symlink or `..` cannot lead
 //! outside the repo, and nothing is ever half-written on disk) and a commit is built from the
 //! fetched head's tree. A rejected push is never forced: tagflow fetches the new head, asks the
-//! caller to plan again on it, and retries with backoff.
+//! caller to plan again on it, and retries after a short jittered pause, for a time budget.
 
 pub mod auth;
 mod branch;
@@ -25,7 +25,7 @@ pub use branch::{BranchPlan, Decision};
 pub use repo::{CommitError, Committed, ConfigRepo, RepoOptions, STATE_FILE, STATE_REF};
 pub use snapshot::Snapshot;
 
-use push::{PushResult, backoff};
+use push::{PushResult, retry_delay};
 
 use crate::config::{Author, GitConfig};
 use crate::plan::Prepared;
@@ -33,9 +33,6 @@ use crate::plan::Prepared;
 const MODE_BLOB: i32 = 0o100_644;
 const MODE_EXEC: i32 = 0o100_755;
 const MODE_LINK: i32 = 0o120_000;
-
-/// Push attempts before giving up until the next cycle.
-const PUSH_ATTEMPTS: u32 = 8;
 
 /// Git failures.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +189,7 @@ impl std::fmt::Debug for Checkout {
 impl Checkout {
     /// Open (or create) the bare clone in `dir` for `url` and `branch`.
     pub fn open(url: &str, branch: &str, dir: &Path, auth: GitAuth) -> Result<Self, GitError> {
+        init_http(true);
         let remote = auth::remote_info(url).map_err(GitError::Setup)?;
         if git2::Branch::name_is_valid(branch).ok() != Some(true) {
             return Err(GitError::Setup(format!(
@@ -236,6 +234,8 @@ impl Checkout {
         let mut opts = git2::FetchOptions::new();
         opts.remote_callbacks(self.auth.callbacks(&self.remote));
         opts.download_tags(git2::AutotagOption::None);
+        // Nothing reads FETCH_HEAD; writing it is a file per fetch in the retry loop.
+        opts.update_fetchhead(false);
         opts
     }
 
@@ -284,14 +284,25 @@ impl Checkout {
 
     /// Fetch, let `plan` decide the edits on the fresh head, commit them and push — never forced.
     /// On a rejected push the whole thing repeats on the new head, so another writer's commit is
-    /// kept and tagflow's intended values are applied on top of it.
+    /// kept and tagflow's intended values are applied on top of it; after a short jittered pause,
+    /// for up to 15 s (`push::retry_delay`).
+    ///
+    /// The retry loop is fetch (the branch alone, no tags), plan and commit in memory on the
+    /// fetched tree (a bare repo: no checkout), push: the window in which another writer's push
+    /// makes tagflow's lose is the fetch's round trips plus the push's. See
+    /// tests/race_writer.rs for where that time goes.
     pub fn commit_and_push<E: std::error::Error + 'static>(
         &self,
         git: &GitConfig,
         mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared>, E>,
     ) -> Result<Pushed, PushError<E>> {
-        for attempt in 1..=PUSH_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let round = std::time::Instant::now();
             let head = self.fetch()?;
+            let fetched = round.elapsed();
             let snap = self.snapshot(head)?;
             let Some(prepared) = plan(&snap).map_err(PushError::Plan)? else {
                 return Ok(Pushed::Unchanged { head });
@@ -299,11 +310,21 @@ impl Checkout {
             let Some(commit) = self.build_commit(&snap, git, &prepared)? else {
                 return Ok(Pushed::Unchanged { head });
             };
-            match self.push(
+            let planned = round.elapsed();
+            let result = self.push(
                 &format!("refs/heads/{}", self.branch),
                 commit,
                 Some(snap.commit),
-            )? {
+            )?;
+            tracing::debug!(
+                attempt,
+                fetch_ms = ms(fetched),
+                plan_ms = ms(planned - fetched),
+                push_ms = ms(round.elapsed() - planned),
+                accepted = matches!(result, PushResult::Accepted),
+                "commit attempt"
+            );
+            match result {
                 PushResult::Accepted => {
                     self.repo
                         .reference(&self.tracking_ref(), commit, true, "tagflow push")
@@ -315,12 +336,20 @@ impl Checkout {
                     });
                 }
                 PushResult::Rejected(why) => {
-                    tracing::info!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
-                    std::thread::sleep(backoff(attempt));
+                    let Some(pause) = retry_delay(attempt, started.elapsed(), fastrand::f64())
+                    else {
+                        return Err(GitError::Contended(attempt).into());
+                    };
+                    // Up to 100 rounds in a sustained race: the first and every tenth at info.
+                    if attempt % 10 == 1 {
+                        tracing::info!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    } else {
+                        tracing::debug!(attempt, reason = %why, "push rejected: the branch moved; re-applying on the new head");
+                    }
+                    std::thread::sleep(pause);
                 }
             }
         }
-        Err(GitError::Contended(PUSH_ATTEMPTS).into())
     }
 
     fn build_commit(
@@ -401,6 +430,10 @@ impl Checkout {
     }
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn signature(author: &Author) -> Result<Signature<'static>, GitError> {
     Signature::now(&author.name, &author.email).map_err(git_err("make the commit signature"))
 }
@@ -474,6 +507,34 @@ pub fn extra_roots() -> Vec<reqwest::Certificate> {
     }
     // trust_ca_file checked that the bundle parses.
     reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default()
+}
+
+/// Whether libgit2 sends `Expect: 100-continue` on git's smart-HTTP POSTs; the first call wins
+/// (`main` may call it before any work, [`Checkout::open`] calls it with `true`).
+///
+/// libgit2 writes a POST's headers and its body in two `send`s on a socket without
+/// `TCP_NODELAY`, so Nagle holds the body until the headers are acknowledged, and a server with
+/// nothing to say yet delays that acknowledgement (40 ms on Linux): every fetch round and every
+/// push paid ~40–55 ms doing nothing, which alone made tagflow's fetch-to-push window longer
+/// than the period of a writer pushing flat out (tests/race_writer.rs). With the header the
+/// server answers `100 Continue` first, that answer acknowledges the headers and the body goes
+/// out at once: one round trip instead of a delayed-ACK timer. HTTP/1.1 servers and proxies
+/// must answer it (git's own client sends it for large pushes); a proxy that ignored it would
+/// stall each POST until the I/O timeout.
+#[allow(unsafe_code)]
+pub fn init_http(expect_continue: bool) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: this stores an integer in libgit2's global settings. The `Once` runs it before
+        // the first `Checkout` exists, and every transfer goes through a `Checkout`, so no
+        // transfer reads the setting concurrently.
+        unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_HTTP_EXPECT_CONTINUE as std::ffi::c_int,
+                std::ffi::c_int::from(expect_continue),
+            );
+        }
+    });
 }
 
 /// Set libgit2's network timeouts once, before any transfer.

@@ -157,8 +157,73 @@ fn is_non_fast_forward(e: &git2::Error) -> bool {
         || e.message().contains("cannot push because a reference that you are trying to update on the remote contains commits")
 }
 
-pub(super) fn backoff(attempt: u32) -> Duration {
-    // Spread retries of racing writers apart: exponential with a little per-process jitter.
-    let jitter = u64::from(std::process::id() % 50) + u64::from(attempt) * 7 % 50;
-    Duration::from_millis(50 * 2u64.pow(attempt.min(5)) + jitter)
+/// How long [`Checkout::commit_and_push`] keeps re-planning on a branch that other writers
+/// keep moving before it gives up until the next cycle: a time, not a count, so a burst of
+/// pushes is outlasted however fast each lost round is.
+pub(super) const RETRY_BUDGET: Duration = Duration::from_secs(15);
+/// Attempts allowed within [`RETRY_BUDGET`] (a cap for a remote that rejects in no time).
+pub(super) const MAX_ATTEMPTS: u32 = 100;
+
+/// The pause after the `attempt`-th lost race, `elapsed` into the retries; `None` once the
+/// budget or the attempt cap is spent. `unit` is a uniform random number in `[0, 1)`.
+///
+/// Short and fully jittered: the rival who just moved the branch is busy making its next commit,
+/// so re-fetching at once is the best chance, and a random pause (up to 250 ms, about one period
+/// of a writer pushing flat out) keeps tagflow's attempts from locking into the same phase of
+/// a writer's rhythm, or of another replica's, round after round.
+pub(super) fn retry_delay(attempt: u32, elapsed: Duration, unit: f64) -> Option<Duration> {
+    if attempt >= MAX_ATTEMPTS || elapsed >= RETRY_BUDGET {
+        return None;
+    }
+    let ceiling = Duration::from_millis(20 << attempt.min(4)).min(Duration::from_millis(250));
+    Some(
+        ceiling
+            .mul_f64(unit.clamp(0.0, 1.0))
+            .min(RETRY_BUDGET - elapsed),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn retry_delays_are_short_jittered_and_bounded_by_time() {
+        // (attempt, elapsed, unit) -> delay
+        let cases = [
+            (1, MS(0), 0.0, Some(MS(0))),
+            (1, MS(0), 0.5, Some(MS(20))),
+            (2, MS(300), 0.999, Some(MS(80).mul_f64(0.999))),
+            (3, MS(600), 1.0, Some(MS(160))),
+            (4, MS(900), 1.0, Some(MS(250))),
+            (60, MS(9_000), 1.0, Some(MS(250))),
+            // Never sleeps past the budget, then stops.
+            (20, RETRY_BUDGET - MS(10), 1.0, Some(MS(10))),
+            (20, RETRY_BUDGET, 0.1, None),
+            (MAX_ATTEMPTS, MS(1_000), 0.1, None),
+        ];
+        for (attempt, elapsed, unit, want) in cases {
+            assert_eq!(
+                retry_delay(attempt, elapsed, unit),
+                want,
+                "attempt {attempt} at {elapsed:?}, unit {unit}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_than_eight_lost_races_are_retried_within_the_budget() {
+        // The old policy gave up after 8 attempts whatever the time; a writer pushing flat
+        // out wins 8 rounds in about 2 s.
+        let mut elapsed = Duration::ZERO;
+        let mut attempt = 1;
+        while let Some(d) = retry_delay(attempt, elapsed, 0.5) {
+            elapsed += d + MS(150); // a lost round: fetch, plan, rejected push
+            attempt += 1;
+        }
+        assert!(attempt > 50, "{attempt} attempts");
+        assert!(elapsed >= RETRY_BUDGET && elapsed < RETRY_BUDGET + MS(400));
+    }
 }
