@@ -1,7 +1,8 @@
 //! Starvation by a writer that never stops (issue 11 §3): while a `git` CLI writer pushes to
 //! the same branch over smart HTTP as fast as it can, tagflow's one commit path
 //! (`ConfigRepo::commit`) commits an approval, pauses 1 s, commits the next, for
-//! `TAGFLOW_RACE_SECS` (default 20 s). Asserted: tagflow lands at least one commit in that time (progress, not a speed),
+//! `TAGFLOW_RACE_SECS` (default 30 s: above ~15 writer pushes/s one run landed a single commit in
+//! 23 s). Asserted: tagflow lands at least one commit in that time (progress, not a speed),
 //! no commit of either writer is lost and none of tagflow's is made twice. Printed: tagflow's
 //! commits per minute against the writer's pushes per second. `RUST_LOG=tagflow::gitops=debug`
 //! adds each attempt's fetch, plan and push times.
@@ -52,7 +53,7 @@ async fn a_writer_pushing_flat_out_does_not_starve_tagflow() {
     let secs: u64 = std::env::var("TAGFLOW_RACE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(30);
     let repo = BareRepo::new(&[
         ("config/tagflow.yaml", CONFIG),
         ("envs/dev/patch.yaml", "image:\n  tag: a1b2c3d\n"),
