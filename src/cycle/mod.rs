@@ -13,6 +13,7 @@
 mod adopt;
 pub mod alerts;
 mod announce;
+mod idle;
 pub mod load;
 pub mod pipeline;
 pub mod propose;
@@ -316,6 +317,8 @@ pub struct Reconciler {
     rollouts: rollouts::Rollouts,
     /// The PR seen per pull-request branch.
     proposals: propose::Memory,
+    /// The last plan that changed nothing, so the same head and picks are not planned again.
+    idle: idle::Idle,
     /// `--lease` was given: every cycle goes through the rollout path (followers write nothing).
     clustered: bool,
 }
@@ -352,6 +355,7 @@ impl Reconciler {
             },
             selector,
             proposals: propose::Memory::default(),
+            idle: idle::Idle::default(),
             repo,
             metrics,
             registries,
@@ -370,6 +374,12 @@ impl Reconciler {
     /// pushed is not part of the scan and finishes.
     pub fn stop_scans(&self) {
         self.selector.stop();
+    }
+
+    /// How many policies were compiled so far: once per distinct policy while the config
+    /// holds it, not once per image per cycle.
+    pub fn policy_compiles(&self) -> u64 {
+        self.selector.policies().compiles()
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).

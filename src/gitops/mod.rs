@@ -14,6 +14,7 @@ pub mod sign;
 mod snapshot;
 pub mod source;
 mod state;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -193,6 +194,9 @@ impl Checkout {
     /// Open (or create) the bare clone in `dir` for `url` and `branch`.
     pub fn open(url: &str, branch: &str, dir: &Path, auth: GitAuth) -> Result<Self, GitError> {
         let remote = auth::remote_info(url).map_err(GitError::Setup)?;
+        if tls::may_use_tls(url) {
+            tls::load_bundle();
+        }
         if git2::Branch::name_is_valid(branch).ok() != Some(true) {
             return Err(GitError::Setup(format!(
                 "{branch:?} is not a valid branch name"
@@ -285,13 +289,21 @@ impl Checkout {
     /// Fetch, let `plan` decide the edits on the fresh head, commit them and push — never forced.
     /// On a rejected push the whole thing repeats on the new head, so another writer's commit is
     /// kept and tagflow's intended values are applied on top of it.
+    ///
+    /// `known`: a head fetched a moment ago (the cycle's own fetch), planned on without fetching
+    /// again, so an idle cycle costs one fetch, not two. Had the branch moved since, the push is
+    /// rejected and the next attempt fetches, as after any other race.
     pub fn commit_and_push<E: std::error::Error + 'static>(
         &self,
         git: &GitConfig,
+        known: Option<Oid>,
         mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared>, E>,
     ) -> Result<Pushed, PushError<E>> {
         for attempt in 1..=PUSH_ATTEMPTS {
-            let head = self.fetch()?;
+            let head = match known.filter(|_| attempt == 1) {
+                Some(head) => head,
+                None => self.fetch()?,
+            };
             let snap = self.snapshot(head)?;
             let Some(prepared) = plan(&snap).map_err(PushError::Plan)? else {
                 return Ok(Pushed::Unchanged { head });
