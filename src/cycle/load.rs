@@ -76,10 +76,13 @@ impl Reconciler {
             config::sibling(&path, config::APPROVALS),
             config::sibling(&path, config::QUARANTINE),
         ];
-        let (head, files) = self
+        let fetched = self
             .repo
             .fetch_files(vec![path.clone(), lists[0].clone(), lists[1].clone()])
-            .await?;
+            .await;
+        // The registry cache was read beside the fetch; every scan comes after this.
+        self.cache.loaded().await;
+        let (head, files) = fetched?;
         let [text, approvals, quarantine]: [Option<Vec<u8>>; 3] =
             files.try_into().unwrap_or([None, None, None]);
         let text = text.ok_or_else(|| CycleError::NoConfig(path.clone()))?;

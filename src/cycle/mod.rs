@@ -310,7 +310,7 @@ pub struct Reconciler {
     pub activity: Arc<crate::activity::Activity>,
     /// Which of tagflow's commits were announced.
     announcer: announce::Announcer,
-    cache: CacheFile,
+    cache: Arc<CacheFile>,
     loader: load::Loader,
     alerts: alerts::Alerts,
     selector: select::Selector,
@@ -335,9 +335,10 @@ impl Reconciler {
         leadership: Option<(Arc<Leadership>, StateStore)>,
     ) -> Arc<Self> {
         let registries = Arc::new(Registries::new(metrics.clone()));
-        let cache = CacheFile::new(&opts.workdir);
+        let cache = Arc::new(CacheFile::new(&opts.workdir));
         let opts_workdir = opts.workdir.clone();
-        cache.load(&registries);
+        // Read while the first cycle fetches; `refresh` waits for it before any scan.
+        cache.load_in_background(registries.clone());
         let current = config::Current::new();
         let poster = Poster::new(notifier, current.clone());
         let selector = select::Selector::new(&opts, registries.clone(), metrics.clone());

@@ -2,11 +2,15 @@
 //! only when its content changed. Losing it costs requests, never correctness.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::Registries;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// File in the work dir holding registry metadata (digest → build time, revision).
 pub const CACHE_FILE: &str = "registry-cache.json";
@@ -18,6 +22,8 @@ pub struct CacheFile {
     /// Hash of the bytes last read or written, and the registries' generation they hold, so an
     /// unchanged cache is neither encoded nor rewritten.
     last: Mutex<Saved>,
+    /// A load running beside the cycle's first fetch ([`CacheFile::load_in_background`]).
+    loading: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +38,43 @@ impl CacheFile {
         Self {
             path: workdir.join(CACHE_FILE),
             last: Mutex::new(Saved::default()),
+            loading: Mutex::new(None),
+        }
+    }
+
+    /// [`CacheFile::load`] on a thread of its own, so reading and decoding a large cache
+    /// (10,000 tags: ~2 MB of JSON) overlaps the first fetch and config parse instead of
+    /// preceding them. [`CacheFile::wait`] before the first registry request.
+    pub fn load_in_background(self: &Arc<Self>, registries: Arc<Registries>) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("registry-cache".into())
+            .spawn(move || me.load(&registries));
+        match spawned {
+            Ok(h) => *lock(&self.loading) = Some(h),
+            // No thread to be had: the cache is an optimisation; go without it.
+            Err(e) => tracing::warn!(error = %e, "could not start loading the registry cache"),
+        }
+    }
+
+    /// [`CacheFile::wait`] without blocking the async runtime's thread.
+    pub async fn loaded(&self) {
+        let handle = lock(&self.loading).take();
+        if let Some(h) = handle {
+            let joined = tokio::task::spawn_blocking(move || h.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::warn!("loading the registry cache failed; going on without it");
+            }
+        }
+    }
+
+    /// Wait for a background load to finish (at once when none runs).
+    pub fn wait(&self) {
+        let handle = lock(&self.loading).take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::warn!("loading the registry cache panicked; going on without it");
         }
     }
 
@@ -65,6 +108,8 @@ impl CacheFile {
 
     /// Save what `registries` knows, unless it is what the file already holds.
     pub fn save(&self, registries: &Registries) {
+        // Never save half a load.
+        self.wait();
         // Read before the export: a change landing during it bumps past this, so it is saved
         // next time rather than marked as saved.
         let generation = registries.generation();
@@ -184,5 +229,26 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         cache.save(&registries);
         assert!(!path.exists(), "what was just read is not saved again");
+    }
+
+    #[test]
+    fn a_background_load_is_complete_once_waited_for_and_never_saved_half_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Registries::new(crate::metrics::Metrics::new());
+        first.import((0..500).map(|i| entry(&format!("{i:07x}"))).collect());
+        CacheFile::new(dir.path()).save(&first);
+        let registries = Arc::new(Registries::new(crate::metrics::Metrics::new()));
+        let cache = Arc::new(CacheFile::new(dir.path()));
+        cache.load_in_background(registries.clone());
+        cache.wait();
+        assert_eq!(registries.export().len(), 500);
+        // Saving right after starting a load waits for it, so nothing half-loaded is written.
+        let again = Arc::new(Registries::new(crate::metrics::Metrics::new()));
+        let cache = Arc::new(CacheFile::new(dir.path()));
+        cache.load_in_background(again.clone());
+        cache.save(&again);
+        let reread = Registries::new(crate::metrics::Metrics::new());
+        CacheFile::new(dir.path()).load(&reread);
+        assert_eq!(reread.export().len(), 500);
     }
 }
