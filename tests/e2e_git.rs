@@ -89,39 +89,53 @@ fn a_known_head_is_planned_on_without_fetching_and_a_stale_one_costs_one_retry()
     let known = checkout.fetch().expect("fetch");
     let theirs = repo.commit_files(
         "main",
-        &[("envs/dev/patch.yaml", &values.replace("replicaCount: 1", "replicaCount: 3"))],
+        &[(
+            "envs/dev/patch.yaml",
+            &values.replace("replicaCount: 1", "replicaCount: 3"),
+        )],
         "scale up",
     );
     // Idle: planned on the known head, so the commit that landed since is not even fetched.
     let idle = checkout
-        .commit_and_push(&GitConfig::default(), Some(known), |_| -> Result<Option<Prepared>, std::io::Error> {
-            Ok(None)
-        })
+        .commit_and_push(
+            &GitConfig::default(),
+            Some(known),
+            |_| -> Result<Option<Prepared>, std::io::Error> { Ok(None) },
+        )
         .expect("idle");
     assert!(matches!(idle, Pushed::Unchanged { head } if head == known));
     // A change planned on the stale head: rejected, fetched, planned again on theirs.
     let mut heads = Vec::new();
     let done = checkout
-        .commit_and_push(&GitConfig::default(), Some(known), |snap| -> Result<_, std::io::Error> {
-            heads.push(snap.commit.to_string());
-            let text = String::from_utf8(
-                snap.read("envs/dev/patch.yaml").expect("read").expect("exists"),
-            )
-            .expect("utf8");
-            Ok(Some(Prepared {
-                edits: vec![Edit {
-                    path: "envs/dev/patch.yaml".into(),
-                    content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
-                }],
-                message: "set tag".into(),
-                changes: Vec::new(),
-            }))
-        })
+        .commit_and_push(
+            &GitConfig::default(),
+            Some(known),
+            |snap| -> Result<_, std::io::Error> {
+                heads.push(snap.commit.to_string());
+                let text = String::from_utf8(
+                    snap.read("envs/dev/patch.yaml")
+                        .expect("read")
+                        .expect("exists"),
+                )
+                .expect("utf8");
+                Ok(Some(Prepared {
+                    edits: vec![Edit {
+                        path: "envs/dev/patch.yaml".into(),
+                        content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
+                    }],
+                    message: "set tag".into(),
+                    changes: Vec::new(),
+                }))
+            },
+        )
         .expect("pushed");
     let Pushed::Committed { attempts, .. } = done else {
         panic!("expected a commit")
     };
-    assert_eq!(attempts, 2, "the stale head's push was rejected, never forced");
+    assert_eq!(
+        attempts, 2,
+        "the stale head's push was rejected, never forced"
+    );
     assert_eq!(heads, vec![known.to_string(), theirs.clone()]);
     let file = repo.read("main", "envs/dev/patch.yaml").expect("file");
     assert!(
@@ -147,35 +161,39 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
     .expect("open");
     let mut calls = 0;
     let result = checkout
-        .commit_and_push(&GitConfig::default(), None, |snap| -> Result<_, std::io::Error> {
-            calls += 1;
-            if calls == 1 {
-                // Someone else edits the same file after our fetch.
-                repo.commit_files(
-                    "main",
-                    &[(
-                        "envs/dev/patch.yaml",
-                        &values.replace("replicaCount: 1", "replicaCount: 3"),
-                    )],
-                    "scale up",
-                );
-            }
-            let text = String::from_utf8(
-                snap.read("envs/dev/patch.yaml")
-                    .expect("read")
-                    .expect("exists"),
-            )
-            .expect("utf8");
-            let content = text.replace("a1b2c3d", "0f1e2d3").into_bytes();
-            Ok(Some(Prepared {
-                edits: vec![Edit {
-                    path: "envs/dev/patch.yaml".into(),
-                    content,
-                }],
-                message: "set tag".into(),
-                changes: Vec::new(),
-            }))
-        })
+        .commit_and_push(
+            &GitConfig::default(),
+            None,
+            |snap| -> Result<_, std::io::Error> {
+                calls += 1;
+                if calls == 1 {
+                    // Someone else edits the same file after our fetch.
+                    repo.commit_files(
+                        "main",
+                        &[(
+                            "envs/dev/patch.yaml",
+                            &values.replace("replicaCount: 1", "replicaCount: 3"),
+                        )],
+                        "scale up",
+                    );
+                }
+                let text = String::from_utf8(
+                    snap.read("envs/dev/patch.yaml")
+                        .expect("read")
+                        .expect("exists"),
+                )
+                .expect("utf8");
+                let content = text.replace("a1b2c3d", "0f1e2d3").into_bytes();
+                Ok(Some(Prepared {
+                    edits: vec![Edit {
+                        path: "envs/dev/patch.yaml".into(),
+                        content,
+                    }],
+                    message: "set tag".into(),
+                    changes: Vec::new(),
+                }))
+            },
+        )
         .expect("pushed");
     let Pushed::Committed { attempts, .. } = result else {
         panic!("expected a commit")

@@ -83,8 +83,15 @@ async fn idle_cycles_cost_one_listing_per_repository_and_nothing_else() {
         .iter()
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(during.len(), 6, "one tags request per repository per cycle: {during:?}");
-    assert!(during.iter().all(|p| p.contains("/tags/list")), "{during:?}");
+    assert_eq!(
+        during.len(),
+        6,
+        "one tags request per repository per cycle: {during:?}"
+    );
+    assert!(
+        during.iter().all(|p| p.contains("/tags/list")),
+        "{during:?}"
+    );
     assert!(!cache.exists(), "an unchanged cache is not written again");
     assert_eq!(rec.policy_compiles(), 1, "no policy compiled again");
     assert_eq!(repo.log("main").len(), 2, "idle cycles commit nothing");

@@ -82,7 +82,10 @@ mod tests {
             fingerprint(head, &targets("b2c3d4e", "sha256:aa")),
             fingerprint(head, &targets("a1b2c3d", "sha256:bb")),
         ] {
-            assert!(!idle.seen(&changed), "a moved head, a new tag or digest is planned");
+            assert!(
+                !idle.seen(&changed),
+                "a moved head, a new tag or digest is planned"
+            );
         }
         idle.set(None);
         assert!(!idle.seen(&a));

@@ -241,14 +241,23 @@ impl Selector {
         // A bounded window of images, refilled as each finishes (no head-of-line wait): enough
         // to keep every registry's `concurrency` busy, while a future is allocated at its full
         // size when made, so 10,000 made at once held ~80 MB waiting for a slot.
+        // (A loop over `FuturesUnordered` rather than `buffer_unordered` over a closure: the
+        // closure's async block made the cycle's future not provably `Send` to `tokio::spawn`.)
+        let window = images_in_flight(cfg);
+        let mut queue = names.iter().enumerate();
+        let mut pending = futures::stream::FuturesUnordered::new();
         let mut results: Vec<(usize, Result<Desired, SelectError>)> =
-            futures::stream::iter(names.iter().enumerate().map(|(i, name)| {
-                let scan = &scan;
-                async move { (i, self.select_one(cfg, scan, gates, name).await) }
-            }))
-            .buffer_unordered(images_in_flight(cfg))
-            .collect()
-            .await;
+            Vec::with_capacity(names.len());
+        loop {
+            while pending.len() < window {
+                let Some((i, name)) = queue.next() else { break };
+                pending.push(self.select_nth(i, cfg, &scan, gates, name));
+            }
+            match pending.next().await {
+                Some(done) => results.push(done),
+                None => break,
+            }
+        }
         results.sort_unstable_by_key(|(i, _)| *i);
         let results = results.into_iter().map(|(_, r)| r);
         // Policies a config change dropped are forgotten; the others stay compiled.
@@ -278,6 +287,18 @@ impl Selector {
         (desired, errors)
     }
 
+    /// [`Selector::select_one`] with its place in the config, to put the answers back in order.
+    async fn select_nth(
+        &self,
+        i: usize,
+        cfg: &Config,
+        scan: &Scan<'_>,
+        gates: &Gates,
+        name: &str,
+    ) -> (usize, Result<Desired, SelectError>) {
+        (i, self.select_one(cfg, scan, gates, name).await)
+    }
+
     async fn select_one(
         &self,
         cfg: &Config,
@@ -302,14 +323,20 @@ impl Selector {
         // Build times serve `order: built` and `minAge`, whatever the order.
         if policy.needs_build_time() {
             // In order, as many at once as the registry serves: more would only wait for a slot.
-            let metas: Vec<_> = futures::stream::iter(
-                qualified
-                    .iter()
-                    .map(|q| scan.resolve(&img.repository, &q.tag, &img.platform)),
-            )
-            .buffered(registry_concurrency(cfg, &img.repository))
-            .collect()
-            .await;
+            let window = registry_concurrency(cfg, &img.repository);
+            let mut queue = qualified.iter();
+            let mut pending = futures::stream::FuturesOrdered::new();
+            let mut metas = Vec::with_capacity(qualified.len());
+            loop {
+                while pending.len() < window {
+                    let Some(q) = queue.next() else { break };
+                    pending.push_back(scan.resolve(&img.repository, &q.tag, &img.platform));
+                }
+                match pending.next().await {
+                    Some(meta) => metas.push(meta),
+                    None => break,
+                }
+            }
             for (q, meta) in qualified.iter().zip(metas) {
                 match meta {
                     Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
@@ -401,7 +428,11 @@ mod tests {
             DEFAULT_CONCURRENCY
         );
         let huge = parse("  - {host: r0.example.com, concurrency: 5000}\n");
-        assert_eq!(images_in_flight(&huge), 1024, "bounded whatever the config says");
+        assert_eq!(
+            images_in_flight(&huge),
+            1024,
+            "bounded whatever the config says"
+        );
     }
 
     #[test]

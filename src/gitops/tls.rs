@@ -71,7 +71,10 @@ mod tests {
     #[test]
     fn only_http_remotes_load_the_bundle() {
         assert!(may_use_tls("https://git.example.com/org/config.git"));
-        assert!(may_use_tls("HTTP://git.example.com/org/config.git"), "may redirect to https");
+        assert!(
+            may_use_tls("HTTP://git.example.com/org/config.git"),
+            "may redirect to https"
+        );
         assert!(!may_use_tls("file:///srv/config.git"));
         assert!(!may_use_tls("ssh://git@git.example.com/org/config.git"));
         assert!(!may_use_tls("git@github.com:org/config.git"));

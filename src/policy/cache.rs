@@ -25,11 +25,7 @@ impl Compiled {
         }
         let p = Arc::new(Policy::compile(config)?);
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .lock()
-            .entry(config.clone())
-            .or_insert(p)
-            .clone())
+        Ok(self.lock().entry(config.clone()).or_insert(p).clone())
     }
 
     /// Forget every policy not in `in_use` (a config change dropped it), so the cache holds
@@ -95,7 +91,10 @@ mod tests {
         }
         assert_eq!(c.compiles(), 1);
         assert_eq!(c.len(), 1);
-        let picked = c.get(&a).expect("compiles").filter(["abc1234", "dev-123", "main"]);
+        let picked = c
+            .get(&a)
+            .expect("compiles")
+            .filter(["abc1234", "dev-123", "main"]);
         assert_eq!(picked.len(), 1, "the kept policy filters like a fresh one");
     }
 
