@@ -239,8 +239,11 @@ fn repo_options(args: &RepoArgs, workdir: Option<PathBuf>) -> Result<RepoOptions
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tagflow::logging::init(matches!(cli.log_format, LogFormat::Json));
-    tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
-    tagflow::gitops::init_http(cli.repo.git_http_expect_continue);
+    // Before any thread: libgit2 starts without reading the CA bundle (gitops::tls says why).
+    tagflow::gitops::tls::init_deferred(|| {
+        tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
+        tagflow::gitops::init_http(cli.repo.git_http_expect_continue);
+    });
     if let Err(e) = tagflow::egress::set(Some(&cli.secret_hosts)) {
         eprintln!("tagflow: --secret-hosts: {e}");
         return ExitCode::from(2);

@@ -12,9 +12,11 @@ use regex::Regex;
 
 use crate::config::{Direction, Order, PolicyConfig};
 
+mod cache;
 mod explain;
 
 pub use crate::semrange::{Range, RangeError};
+pub use cache::Compiled;
 pub use explain::{NoCandidate, Screened};
 
 /// A compiled policy.

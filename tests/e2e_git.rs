@@ -70,6 +70,80 @@ fn order_git_follows_commit_ancestry_not_build_time() {
     );
 }
 
+/// The cycle hands over the head it fetched a moment ago: nothing to change is decided on it
+/// without a second fetch, and a head that moved since is a rejected push, re-applied on a
+/// fresh fetch like any other race.
+#[test]
+fn a_known_head_is_planned_on_without_fetching_and_a_stale_one_costs_one_retry() {
+    let values =
+        "image:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\nreplicaCount: 1\n";
+    let repo = BareRepo::new(&[("envs/dev/patch.yaml", values)]);
+    let local = Local::new();
+    let checkout = Checkout::open(
+        &file_url(&repo),
+        "main",
+        &local.workdir(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    let known = checkout.fetch().expect("fetch");
+    let theirs = repo.commit_files(
+        "main",
+        &[(
+            "envs/dev/patch.yaml",
+            &values.replace("replicaCount: 1", "replicaCount: 3"),
+        )],
+        "scale up",
+    );
+    // Idle: planned on the known head, so the commit that landed since is not even fetched.
+    let idle = checkout
+        .commit_and_push(
+            &GitConfig::default(),
+            Some(known),
+            |_| -> Result<Option<Prepared>, std::io::Error> { Ok(None) },
+        )
+        .expect("idle");
+    assert!(matches!(idle, Pushed::Unchanged { head } if head == known));
+    // A change planned on the stale head: rejected, fetched, planned again on theirs.
+    let mut heads = Vec::new();
+    let done = checkout
+        .commit_and_push(
+            &GitConfig::default(),
+            Some(known),
+            |snap| -> Result<_, std::io::Error> {
+                heads.push(snap.commit.to_string());
+                let text = String::from_utf8(
+                    snap.read("envs/dev/patch.yaml")
+                        .expect("read")
+                        .expect("exists"),
+                )
+                .expect("utf8");
+                Ok(Some(Prepared {
+                    edits: vec![Edit {
+                        path: "envs/dev/patch.yaml".into(),
+                        content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
+                    }],
+                    message: "set tag".into(),
+                    changes: Vec::new(),
+                }))
+            },
+        )
+        .expect("pushed");
+    let Pushed::Committed { attempts, .. } = done else {
+        panic!("expected a commit")
+    };
+    assert_eq!(
+        attempts, 2,
+        "the stale head's push was rejected, never forced"
+    );
+    assert_eq!(heads, vec![known.to_string(), theirs.clone()]);
+    let file = repo.read("main", "envs/dev/patch.yaml").expect("file");
+    assert!(
+        file.contains("tag: 0f1e2d3") && file.contains("replicaCount: 3"),
+        "{file}"
+    );
+}
+
 /// A writer that lands between tagflow's fetch and push forces a rejection: tagflow fetches,
 /// re-applies its values on top of that commit (same file, other line) and pushes — never forced.
 #[test]
@@ -87,35 +161,39 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
     .expect("open");
     let mut calls = 0;
     let result = checkout
-        .commit_and_push(&GitConfig::default(), |snap| -> Result<_, std::io::Error> {
-            calls += 1;
-            if calls == 1 {
-                // Someone else edits the same file after our fetch.
-                repo.commit_files(
-                    "main",
-                    &[(
-                        "envs/dev/patch.yaml",
-                        &values.replace("replicaCount: 1", "replicaCount: 3"),
-                    )],
-                    "scale up",
-                );
-            }
-            let text = String::from_utf8(
-                snap.read("envs/dev/patch.yaml")
-                    .expect("read")
-                    .expect("exists"),
-            )
-            .expect("utf8");
-            let content = text.replace("a1b2c3d", "0f1e2d3").into_bytes();
-            Ok(Some(Prepared {
-                edits: vec![Edit {
-                    path: "envs/dev/patch.yaml".into(),
-                    content,
-                }],
-                message: "set tag".into(),
-                changes: Vec::new(),
-            }))
-        })
+        .commit_and_push(
+            &GitConfig::default(),
+            None,
+            |snap| -> Result<_, std::io::Error> {
+                calls += 1;
+                if calls == 1 {
+                    // Someone else edits the same file after our fetch.
+                    repo.commit_files(
+                        "main",
+                        &[(
+                            "envs/dev/patch.yaml",
+                            &values.replace("replicaCount: 1", "replicaCount: 3"),
+                        )],
+                        "scale up",
+                    );
+                }
+                let text = String::from_utf8(
+                    snap.read("envs/dev/patch.yaml")
+                        .expect("read")
+                        .expect("exists"),
+                )
+                .expect("utf8");
+                let content = text.replace("a1b2c3d", "0f1e2d3").into_bytes();
+                Ok(Some(Prepared {
+                    edits: vec![Edit {
+                        path: "envs/dev/patch.yaml".into(),
+                        content,
+                    }],
+                    message: "set tag".into(),
+                    changes: Vec::new(),
+                }))
+            },
+        )
         .expect("pushed");
     let Pushed::Committed { attempts, .. } = result else {
         panic!("expected a commit")
@@ -158,31 +236,35 @@ fn a_burst_of_lost_races_longer_than_eight_is_outlasted() {
     let mut calls = 0;
     let started = std::time::Instant::now();
     let result = checkout
-        .commit_and_push(&GitConfig::default(), |snap| -> Result<_, std::io::Error> {
-            calls += 1;
-            if calls <= lost {
-                // Another writer lands between this fetch and the push.
-                repo.commit_files(
-                    "main",
-                    &[("notes/other.txt", &format!("{calls}\n"))],
-                    &format!("other {calls}"),
-                );
-            }
-            let text = String::from_utf8(
-                snap.read("envs/dev/patch.yaml")
-                    .expect("read")
-                    .expect("exists"),
-            )
-            .expect("utf8");
-            Ok(Some(Prepared {
-                edits: vec![Edit {
-                    path: "envs/dev/patch.yaml".into(),
-                    content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
-                }],
-                message: "set tag".into(),
-                changes: Vec::new(),
-            }))
-        })
+        .commit_and_push(
+            &GitConfig::default(),
+            None,
+            |snap| -> Result<_, std::io::Error> {
+                calls += 1;
+                if calls <= lost {
+                    // Another writer lands between this fetch and the push.
+                    repo.commit_files(
+                        "main",
+                        &[("notes/other.txt", &format!("{calls}\n"))],
+                        &format!("other {calls}"),
+                    );
+                }
+                let text = String::from_utf8(
+                    snap.read("envs/dev/patch.yaml")
+                        .expect("read")
+                        .expect("exists"),
+                )
+                .expect("utf8");
+                Ok(Some(Prepared {
+                    edits: vec![Edit {
+                        path: "envs/dev/patch.yaml".into(),
+                        content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
+                    }],
+                    message: "set tag".into(),
+                    changes: Vec::new(),
+                }))
+            },
+        )
         .expect("outlasted the burst");
     let Pushed::Committed { attempts, .. } = result else {
         panic!("expected a commit")

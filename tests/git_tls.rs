@@ -76,4 +76,19 @@ fn https_git_behind_a_private_ca_needs_and_takes_git_ca_file() {
         "{}",
         logs(&out)
     );
+
+    // OpenSSL's own SSL_CERT_FILE still decides the bundle: tagflow reads it when the first
+    // https transfer starts, not at startup (gitops::tls), and a private CA there is trusted.
+    let out = common::run(
+        common::tagflow()
+            .args(["once", "--repo", &http.url, "--workdir"])
+            .arg(Local::new().workdir())
+            .args(auth)
+            .env("SSL_CERT_FILE", &ca),
+    );
+    assert!(
+        last_line(&out).contains("cycle done: no change"),
+        "{}",
+        logs(&out)
+    );
 }

@@ -181,7 +181,7 @@ fn branch_and_state_commits_are_signed(key: &Key, local: &Local) {
         ..GitConfig::default()
     };
     let pushed = checkout
-        .commit_and_push(&git, |_snap| -> Result<_, std::io::Error> {
+        .commit_and_push(&git, None, |_snap| -> Result<_, std::io::Error> {
             Ok(Some(Prepared {
                 edits: vec![Edit {
                     path: "envs/dev/patch.yaml".into(),

@@ -167,8 +167,8 @@ fn default_platform() -> String {
     "linux/amd64".to_owned()
 }
 
-/// How tags are filtered and ordered.
-#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+/// How tags are filtered and ordered. `Eq + Hash` so compiled policies can be kept by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyConfig {
     /// Regex a tag must match (whole tag; anchor it yourself).
@@ -196,7 +196,7 @@ pub struct PolicyConfig {
 }
 
 /// Tag orderings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Image config `created` time.
@@ -212,7 +212,7 @@ pub enum Order {
 }
 
 /// Sort direction for numerical and alphabetical orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The greatest value wins.

@@ -251,3 +251,17 @@ fn signing_problems_are_located() {
         })
     );
 }
+
+#[test]
+fn a_bad_regex_shared_by_images_is_reported_for_each_of_them() {
+    // Validation compiles each distinct regex once; every image using a bad one still hears it.
+    let text = "images:\n  a:\n    repository: r.example.com/a\n    policy: {tags: '([', order: built}\n  b:\n    repository: r.example.com/b\n    policy: {tags: '([', order: built, exclude: ['([']}\nenvironments:\n  dev:\n    file: envs/dev/values.yaml\n";
+    let p = problems(text);
+    for want in [
+        "c.yaml:4: images.a.policy.tags: bad regex",
+        "c.yaml:7: images.b.policy.tags: bad regex",
+        "images.b.policy.exclude[0]: bad regex",
+    ] {
+        assert!(p.iter().any(|s| s.contains(want)), "{want}: {p:?}");
+    }
+}

@@ -13,6 +13,7 @@
 mod adopt;
 pub mod alerts;
 mod announce;
+mod idle;
 pub mod load;
 pub mod pipeline;
 pub mod propose;
@@ -320,13 +321,15 @@ pub struct Reconciler {
     pub activity: Arc<crate::activity::Activity>,
     /// Which of tagflow's commits were announced.
     announcer: announce::Announcer,
-    cache: CacheFile,
+    cache: Arc<CacheFile>,
     loader: load::Loader,
     alerts: alerts::Alerts,
     selector: select::Selector,
     rollouts: rollouts::Rollouts,
     /// The PR seen per pull-request branch.
     proposals: propose::Memory,
+    /// The last plan that changed nothing, so the same head and picks are not planned again.
+    idle: idle::Idle,
     /// `--lease` was given: every cycle goes through the rollout path (followers write nothing).
     clustered: bool,
 }
@@ -343,9 +346,10 @@ impl Reconciler {
         leadership: Option<(Arc<Leadership>, StateStore)>,
     ) -> Arc<Self> {
         let registries = Arc::new(Registries::new(metrics.clone()));
-        let cache = CacheFile::new(&opts.workdir);
+        let cache = Arc::new(CacheFile::new(&opts.workdir));
         let opts_workdir = opts.workdir.clone();
-        cache.load(&registries);
+        // Read while the first cycle fetches; `refresh` waits for it before any scan.
+        cache.load_in_background(registries.clone());
         let current = config::Current::new();
         let poster = Poster::new(notifier, current.clone());
         let selector = select::Selector::new(&opts, registries.clone(), metrics.clone());
@@ -363,6 +367,7 @@ impl Reconciler {
             },
             selector,
             proposals: propose::Memory::default(),
+            idle: idle::Idle::default(),
             repo,
             metrics,
             registries,
@@ -381,6 +386,12 @@ impl Reconciler {
     /// pushed is not part of the scan and finishes.
     pub fn stop_scans(&self) {
         self.selector.stop();
+    }
+
+    /// How many policies were compiled so far: once per distinct policy while the config
+    /// holds it, not once per image per cycle.
+    pub fn policy_compiles(&self) -> u64 {
+        self.selector.policies().compiles()
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).

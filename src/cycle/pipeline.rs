@@ -175,16 +175,22 @@ impl Reconciler {
         }
         let targets = plan::policy_targets(&cfg, &desired);
         let (targets, branched) = super::propose::split(&cfg, targets);
-        let done = if targets.is_empty() {
+        let key = super::idle::fingerprint(head, &targets);
+        let done = if targets.is_empty() || self.idle.seen(&key) {
             gitops::Committed {
                 commit: None,
                 head,
                 changes: Vec::new(),
             }
         } else {
-            self.repo
-                .commit(cfg.clone(), ChangeSet::Update(targets))
-                .await?
+            // Planned on the head `refresh` just fetched: an idle cycle fetches once, not twice.
+            let done = self
+                .repo
+                .commit_on(cfg.clone(), ChangeSet::Update(targets), head)
+                .await?;
+            let unchanged = done.commit.is_none() && done.head == head;
+            self.idle.set(unchanged.then_some(key));
+            done
         };
         if done.commit.is_some() {
             // Said from git, so a crash before the post or a Slack outage only delays it.

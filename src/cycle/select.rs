@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +14,7 @@ use crate::config::{Config, Gates, Order};
 use crate::gitops::{self, GitAuth, GitError, RepoOptions};
 use crate::metrics::Metrics;
 use crate::plan::Desired;
-use crate::policy::{Facts, NoCandidate, Policy, PolicyError};
+use crate::policy::{Compiled, Facts, NoCandidate, PolicyError};
 use crate::registry::{Registries, RegistryError, Scan};
 
 /// How soon to rescan after a listed tag could not be read.
@@ -117,6 +118,23 @@ impl Unreadable {
     }
 }
 
+/// Requests one registry serves at once when the config does not say (`concurrency`).
+const DEFAULT_CONCURRENCY: usize = 4;
+
+/// `concurrency` of the registry serving `repository`.
+fn registry_concurrency(cfg: &Config, repository: &str) -> usize {
+    cfg.registry_for(repository)
+        .map_or(DEFAULT_CONCURRENCY, |r| r.concurrency)
+        .max(1)
+}
+
+/// How many images a cycle scans at once: twice the requests all registries serve together
+/// (an image waits for its listing, then its tags), so no registry's slots sit idle.
+pub fn images_in_flight(cfg: &Config) -> usize {
+    let configured: usize = cfg.registries.iter().map(|r| r.concurrency.max(1)).sum();
+    (2 * (configured + DEFAULT_CONCURRENCY)).clamp(8, 1024)
+}
+
 /// The desired image per name, and the images that could not be scanned.
 pub type Selected = (BTreeMap<String, Desired>, Vec<(String, SelectError)>);
 
@@ -130,6 +148,8 @@ pub struct Selector {
     /// `host[:port]` of the config repo: the one host git credentials always go to.
     repo_host: Option<String>,
     unreadable: Mutex<Unreadable>,
+    /// Policies compiled in earlier cycles, by their config.
+    policies: Compiled,
     /// Cancelled on shutdown: a scan in progress stops at once (a stalled registry must not
     /// hold the process), while a commit being pushed is outside the scan and finishes.
     stop: CancellationToken,
@@ -145,6 +165,7 @@ impl Selector {
             auth: opts.auth.clone(),
             repo_host: crate::egress::authority(&opts.url),
             unreadable: Mutex::new(Unreadable::default()),
+            policies: Compiled::default(),
             stop: CancellationToken::new(),
         }
     }
@@ -175,6 +196,11 @@ impl Selector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take_retry()
+    }
+
+    /// The compiled policies kept across cycles.
+    pub fn policies(&self) -> &Compiled {
+        &self.policies
     }
 
     /// Stop the scan in progress and every later one ([`Cancelled`]).
@@ -212,18 +238,37 @@ impl Selector {
         // One listing per repository and one resolution per tag, shared by every image (and
         // environment) naming it: 10,000 images on one repository cost one tags request.
         let scan = self.registries.scan(cfg);
-        let results = futures::future::join_all(
-            names
-                .iter()
-                .map(|name| self.select_one(cfg, &scan, gates, name)),
-        )
-        .await;
+        // A bounded window of images, refilled as each finishes (no head-of-line wait): enough
+        // to keep every registry's `concurrency` busy, while a future is allocated at its full
+        // size when made, so 10,000 made at once held ~80 MB waiting for a slot.
+        // (A loop over `FuturesUnordered` rather than `buffer_unordered` over a closure: the
+        // closure's async block made the cycle's future not provably `Send` to `tokio::spawn`.)
+        let window = images_in_flight(cfg);
+        let mut queue = names.iter().enumerate();
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut results: Vec<(usize, Result<Desired, SelectError>)> =
+            Vec::with_capacity(names.len());
+        loop {
+            while pending.len() < window {
+                let Some((i, name)) = queue.next() else { break };
+                pending.push(self.select_nth(i, cfg, &scan, gates, name));
+            }
+            match pending.next().await {
+                Some(done) => results.push(done),
+                None => break,
+            }
+        }
+        results.sort_unstable_by_key(|(i, _)| *i);
+        let results = results.into_iter().map(|(_, r)| r);
+        // Policies a config change dropped are forgotten; the others stay compiled.
+        self.policies.retain(cfg.images.values().map(|i| &i.policy));
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, result) in names.into_iter().zip(results) {
             match result {
                 Ok(d) => {
-                    tracing::info!(image = %name, tag = %d.tag, reason = %d.reason, "selected");
+                    // Per image at debug: at info, 10,000 images wrote 10,000 lines a cycle.
+                    tracing::debug!(image = %name, tag = %d.tag, reason = %d.reason, "selected");
                     desired.insert(name.clone(), d);
                 }
                 Err(e) => {
@@ -234,7 +279,24 @@ impl Selector {
                 }
             }
         }
+        tracing::info!(
+            selected = desired.len(),
+            failed = errors.len(),
+            "scanned the registries"
+        );
         (desired, errors)
+    }
+
+    /// [`Selector::select_one`] with its place in the config, to put the answers back in order.
+    async fn select_nth(
+        &self,
+        i: usize,
+        cfg: &Config,
+        scan: &Scan<'_>,
+        gates: &Gates,
+        name: &str,
+    ) -> (usize, Result<Desired, SelectError>) {
+        (i, self.select_one(cfg, scan, gates, name).await)
     }
 
     async fn select_one(
@@ -245,7 +307,7 @@ impl Selector {
         name: &str,
     ) -> Result<Desired, SelectError> {
         let img = &cfg.images[name];
-        let policy = Policy::compile(&img.policy)?;
+        let policy = self.policies.get(&img.policy)?;
         let tags = scan.list_tags(&img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
         let quarantined = gates.quarantined_tags(name);
@@ -260,12 +322,21 @@ impl Selector {
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         // Build times serve `order: built` and `minAge`, whatever the order.
         if policy.needs_build_time() {
-            let metas = futures::future::join_all(
-                qualified
-                    .iter()
-                    .map(|q| scan.resolve(&img.repository, &q.tag, &img.platform)),
-            )
-            .await;
+            // In order, as many at once as the registry serves: more would only wait for a slot.
+            let window = registry_concurrency(cfg, &img.repository);
+            let mut queue = qualified.iter();
+            let mut pending = futures::stream::FuturesOrdered::new();
+            let mut metas = Vec::with_capacity(qualified.len());
+            loop {
+                while pending.len() < window {
+                    let Some(q) = queue.next() else { break };
+                    pending.push_back(scan.resolve(&img.repository, &q.tag, &img.platform));
+                }
+                match pending.next().await {
+                    Some(meta) => metas.push(meta),
+                    None => break,
+                }
+            }
             for (q, meta) in qualified.iter().zip(metas) {
                 match meta {
                     Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
@@ -335,6 +406,33 @@ mod tests {
         assert!(!u.take_retry(), "gave up on this tag");
         u.note("app", "def5678");
         assert!(u.take_retry(), "another tag still counts");
+    }
+
+    #[test]
+    fn the_image_window_keeps_every_registry_busy_and_stays_bounded() {
+        let parse = |regs: &str| {
+            let text = format!(
+                "registries:\n{regs}images:\n  app: {{repository: r0.example.com/app, policy: {{tags: '.*', order: alphabetical}}}}\nenvironments:\n  dev: {{file: envs/dev/values.yaml}}\n"
+            );
+            crate::config::parse("c.yaml", &text).expect("config")
+        };
+        let none = parse("  []\n");
+        assert_eq!(images_in_flight(&none), 8, "defaults: 4 slots, twice over");
+        let two = parse(
+            "  - {host: r0.example.com, concurrency: 16}\n  - {host: r1.example.com, concurrency: 8}\n",
+        );
+        assert_eq!(images_in_flight(&two), 2 * (16 + 8 + 4));
+        assert_eq!(registry_concurrency(&two, "r1.example.com/app"), 8);
+        assert_eq!(
+            registry_concurrency(&two, "elsewhere.example.com/app"),
+            DEFAULT_CONCURRENCY
+        );
+        let huge = parse("  - {host: r0.example.com, concurrency: 5000}\n");
+        assert_eq!(
+            images_in_flight(&huge),
+            1024,
+            "bounded whatever the config says"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod sign;
 mod snapshot;
 pub mod source;
 mod state;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -191,6 +192,9 @@ impl Checkout {
     pub fn open(url: &str, branch: &str, dir: &Path, auth: GitAuth) -> Result<Self, GitError> {
         init_http(true);
         let remote = auth::remote_info(url).map_err(GitError::Setup)?;
+        if tls::may_use_tls(url) {
+            tls::load_bundle();
+        }
         if git2::Branch::name_is_valid(branch).ok() != Some(true) {
             return Err(GitError::Setup(format!(
                 "{branch:?} is not a valid branch name"
@@ -287,6 +291,10 @@ impl Checkout {
     /// kept and tagflow's intended values are applied on top of it; after a short jittered pause,
     /// for up to 15 s (`push::retry_delay`).
     ///
+    /// `known`: a head fetched a moment ago (the cycle's own fetch), planned on without fetching
+    /// again, so an idle cycle costs one fetch, not two. Had the branch moved since, the push is
+    /// rejected and the next attempt fetches, as after any other race.
+    ///
     /// The retry loop is fetch (the branch alone, no tags), plan and commit in memory on the
     /// fetched tree (a bare repo: no checkout), push: the window in which another writer's push
     /// makes tagflow's lose is the fetch's round trips plus the push's. See
@@ -294,6 +302,7 @@ impl Checkout {
     pub fn commit_and_push<E: std::error::Error + 'static>(
         &self,
         git: &GitConfig,
+        known: Option<Oid>,
         mut plan: impl FnMut(&Snapshot<'_>) -> Result<Option<Prepared>, E>,
     ) -> Result<Pushed, PushError<E>> {
         let started = std::time::Instant::now();
@@ -301,7 +310,10 @@ impl Checkout {
         loop {
             attempt += 1;
             let round = std::time::Instant::now();
-            let head = self.fetch()?;
+            let head = match known.filter(|_| attempt == 1) {
+                Some(head) => head,
+                None => self.fetch()?,
+            };
             let fetched = round.elapsed();
             let snap = self.snapshot(head)?;
             let Some(prepared) = plan(&snap).map_err(PushError::Plan)? else {

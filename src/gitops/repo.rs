@@ -233,11 +233,31 @@ impl ConfigRepo {
         config: Arc<Config>,
         change: ChangeSet,
     ) -> Result<Committed, CommitError> {
+        self.commit_from(config, change, None).await
+    }
+
+    /// [`ConfigRepo::commit`], planned first on `head`, fetched by this cycle a moment ago:
+    /// nothing to change costs no second fetch.
+    pub async fn commit_on(
+        &self,
+        config: Arc<Config>,
+        change: ChangeSet,
+        head: Oid,
+    ) -> Result<Committed, CommitError> {
+        self.commit_from(config, change, Some(head)).await
+    }
+
+    async fn commit_from(
+        &self,
+        config: Arc<Config>,
+        change: ChangeSet,
+        known: Option<Oid>,
+    ) -> Result<Committed, CommitError> {
         let kind = change.kind();
         let git = config.git.clone();
         let pushed = self
             .with_git(move |c| {
-                c.commit_and_push(&git, |snap| plan::prepare(&change, &config, snap))
+                c.commit_and_push(&git, known, |snap| plan::prepare(&change, &config, snap))
             })
             .await?;
         match pushed {

@@ -15,6 +15,7 @@ mod scan;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -156,6 +157,9 @@ pub struct Registries {
     tags: Mutex<HashMap<(String, String), String>>,
     /// (digest, platform) → metadata. Content-addressed, so never stale.
     meta: Mutex<HashMap<(String, String), ImageMeta>>,
+    /// Bumped whenever `tags` or `meta` learn something new, so an idle cycle saves nothing
+    /// without even encoding the cache to find out.
+    generation: AtomicU64,
 }
 
 /// Canonical `host` and `path` of a repository as docker reads it: `registry.example.com/team/app`
@@ -177,6 +181,24 @@ impl Registries {
             clients: Mutex::new(HashMap::new()),
             tags: Mutex::new(HashMap::new()),
             meta: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes whenever the remembered metadata does (not when it is only read).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn remember_tag(&self, key: (String, String), digest: String) {
+        if lock(&self.tags).insert(key, digest.clone()).as_ref() != Some(&digest) {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remember_meta(&self, key: (String, String), m: ImageMeta) {
+        if lock(&self.meta).insert(key, m.clone()).as_ref() != Some(&m) {
+            self.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -214,6 +236,7 @@ impl Registries {
 
     /// Remember saved entries (entries with an invalid digest are skipped).
     pub fn import(&self, entries: Vec<CacheEntry>) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let mut tags = lock(&self.tags);
         let mut meta = lock(&self.meta);
         for e in entries
@@ -383,11 +406,11 @@ impl Registries {
                     created: blob.created_at(),
                     revision: blob.revision(),
                 };
-                lock(&self.meta).insert((digest.clone(), platform.to_owned()), m.clone());
+                self.remember_meta((digest.clone(), platform.to_owned()), m.clone());
                 m
             }
         };
-        lock(&self.tags).insert(key, digest);
+        self.remember_tag(key, digest);
         Ok(meta)
     }
 
@@ -417,7 +440,7 @@ impl Registries {
         }
         let digest = header_digest(&a.headers)
             .ok_or_else(|| bad(&client, &url, "no Docker-Content-Digest header".into()))?;
-        lock(&self.tags).insert((r.canonical(), tag.to_owned()), digest.clone());
+        self.remember_tag((r.canonical(), tag.to_owned()), digest.clone());
         Ok(digest)
     }
 
