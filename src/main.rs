@@ -141,8 +141,9 @@ enum Command {
     },
     /// Run one cycle and exit: 0 when it finished (with or without a commit), 1 when it failed.
     Once,
-    /// Dry run: print the diff and commit message the next cycle would push. Touches nothing:
-    /// no commit, no push, no Slack, and the work dir is left as it was.
+    /// Dry run: print the diff and commit message of each push the next cycle would make (the
+    /// commit to the branch, and each pull-request branch). Touches nothing: no commit, no push,
+    /// no forge call, no Slack, and the work dir is left as it was.
     Plan,
     /// Validate the config and every target in every values file; print each problem as
     /// file:line and exit 1 if there is any.
