@@ -11,6 +11,42 @@ use tagflow::gitops::{Checkout, GitAuth, Pushed};
 use tagflow::plan::{Edit, Prepared};
 use testbed::{BareRepo, Registry, RegistryOpts};
 
+/// Dev's values: a marked tag and a line tagflow does not own.
+const MARKED: &str =
+    "image:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\nreplicaCount: 1\n";
+
+/// A repo whose dev values carry a marked tag a1b2c3d and another line, and tagflow's bare
+/// checkout of it in `local`'s work dir.
+fn marked_checkout(local: &Local) -> (BareRepo, Checkout) {
+    let repo = BareRepo::new(&[("envs/dev/patch.yaml", MARKED)]);
+    let checkout = Checkout::open(
+        &file_url(&repo),
+        "main",
+        &local.workdir(),
+        GitAuth::default(),
+    )
+    .expect("open");
+    (repo, checkout)
+}
+
+/// The edit these tests plan: dev's tag a1b2c3d → 0f1e2d3 in the file as `snap` has it.
+fn set_tag(snap: &tagflow::gitops::Snapshot<'_>) -> Prepared {
+    let text = String::from_utf8(
+        snap.read("envs/dev/patch.yaml")
+            .expect("read")
+            .expect("exists"),
+    )
+    .expect("utf8");
+    Prepared {
+        edits: vec![Edit {
+            path: "envs/dev/patch.yaml".into(),
+            content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
+        }],
+        message: "set tag".into(),
+        changes: Vec::new(),
+    }
+}
+
 /// Tags whose build times disagree with commit order are ordered by the commits; a tag whose
 /// commit is not on the branch is ignored.
 #[test]
@@ -75,23 +111,14 @@ fn order_git_follows_commit_ancestry_not_build_time() {
 /// fresh fetch like any other race.
 #[test]
 fn a_known_head_is_planned_on_without_fetching_and_a_stale_one_costs_one_retry() {
-    let values =
-        "image:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\nreplicaCount: 1\n";
-    let repo = BareRepo::new(&[("envs/dev/patch.yaml", values)]);
     let local = Local::new();
-    let checkout = Checkout::open(
-        &file_url(&repo),
-        "main",
-        &local.workdir(),
-        GitAuth::default(),
-    )
-    .expect("open");
+    let (repo, checkout) = marked_checkout(&local);
     let known = checkout.fetch().expect("fetch");
     let theirs = repo.commit_files(
         "main",
         &[(
             "envs/dev/patch.yaml",
-            &values.replace("replicaCount: 1", "replicaCount: 3"),
+            &MARKED.replace("replicaCount: 1", "replicaCount: 3"),
         )],
         "scale up",
     );
@@ -112,20 +139,7 @@ fn a_known_head_is_planned_on_without_fetching_and_a_stale_one_costs_one_retry()
             Some(known),
             |snap| -> Result<_, std::io::Error> {
                 heads.push(snap.commit.to_string());
-                let text = String::from_utf8(
-                    snap.read("envs/dev/patch.yaml")
-                        .expect("read")
-                        .expect("exists"),
-                )
-                .expect("utf8");
-                Ok(Some(Prepared {
-                    edits: vec![Edit {
-                        path: "envs/dev/patch.yaml".into(),
-                        content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
-                    }],
-                    message: "set tag".into(),
-                    changes: Vec::new(),
-                }))
+                Ok(Some(set_tag(snap)))
             },
         )
         .expect("pushed");
@@ -148,17 +162,8 @@ fn a_known_head_is_planned_on_without_fetching_and_a_stale_one_costs_one_retry()
 /// re-applies its values on top of that commit (same file, other line) and pushes — never forced.
 #[test]
 fn a_rejected_push_is_reapplied_on_the_new_head() {
-    let values =
-        "image:\n  tag: a1b2c3d # {\"$imagepolicy\": \"flux-system:app:tag\"}\nreplicaCount: 1\n";
-    let repo = BareRepo::new(&[("envs/dev/patch.yaml", values)]);
     let local = Local::new();
-    let checkout = Checkout::open(
-        &file_url(&repo),
-        "main",
-        &local.workdir(),
-        GitAuth::default(),
-    )
-    .expect("open");
+    let (repo, checkout) = marked_checkout(&local);
     let mut calls = 0;
     let result = checkout
         .commit_and_push(
@@ -172,7 +177,7 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
                         "main",
                         &[(
                             "envs/dev/patch.yaml",
-                            &values.replace("replicaCount: 1", "replicaCount: 3"),
+                            &MARKED.replace("replicaCount: 1", "replicaCount: 3"),
                         )],
                         "scale up",
                     );
@@ -223,15 +228,8 @@ fn a_rejected_push_is_reapplied_on_the_new_head() {
 /// burst and lands on top of all of it (issue 11 §3).
 #[test]
 fn a_burst_of_lost_races_longer_than_eight_is_outlasted() {
-    let repo = BareRepo::new(&[("envs/dev/patch.yaml", "image:\n  tag: a1b2c3d\n")]);
     let local = Local::new();
-    let checkout = Checkout::open(
-        &file_url(&repo),
-        "main",
-        &local.workdir(),
-        GitAuth::default(),
-    )
-    .expect("open");
+    let (repo, checkout) = marked_checkout(&local);
     let lost = 12;
     let mut calls = 0;
     let started = std::time::Instant::now();
@@ -249,20 +247,7 @@ fn a_burst_of_lost_races_longer_than_eight_is_outlasted() {
                         &format!("other {calls}"),
                     );
                 }
-                let text = String::from_utf8(
-                    snap.read("envs/dev/patch.yaml")
-                        .expect("read")
-                        .expect("exists"),
-                )
-                .expect("utf8");
-                Ok(Some(Prepared {
-                    edits: vec![Edit {
-                        path: "envs/dev/patch.yaml".into(),
-                        content: text.replace("a1b2c3d", "0f1e2d3").into_bytes(),
-                    }],
-                    message: "set tag".into(),
-                    changes: Vec::new(),
-                }))
+                Ok(Some(set_tag(snap)))
             },
         )
         .expect("outlasted the burst");

@@ -167,7 +167,9 @@ fn default_platform() -> String {
     "linux/amd64".to_owned()
 }
 
-/// How tags are filtered and ordered. `Eq + Hash` so compiled policies can be kept by it.
+/// How tags are filtered and ordered.
+// `Eq + Hash`: compiled policies are kept by it (policy::cache). A `//` comment, so it stays out
+// of the JSON Schema's description.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyConfig {
