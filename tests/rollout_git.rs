@@ -359,11 +359,11 @@ fn closing_the_promotion_pull_request_by_hand_declines_it() {
             && said.contains("tagflow approve prod 0f1e2d3"),
         "{said}"
     );
-    let s = state(&w).expect("state");
-    assert_eq!(
-        s["rollouts"]["dev/app"]["pullRequestDeclined"], true,
-        "the state marks it: {s}"
-    );
+    // The thread is told before the state is saved: wait for the save.
+    let marked = eventually(LIMIT, || {
+        state(&w).filter(|s| s["rollouts"]["dev/app"]["pullRequestDeclined"] == true)
+    });
+    assert!(marked.is_some(), "the state marks it: {:?}", state(&w));
     assert!(forge.open().is_empty(), "reopened: {:#?}", forge.prs());
     assert_eq!(forge.prs().len(), 1, "{:#?}", forge.prs());
     assert_eq!(
