@@ -393,6 +393,12 @@ impl Policy {
     pub fn needs_build_time(&self) -> bool {
         self.order == Order::Built || self.min_age.is_some()
     }
+
+    /// Whether the same tags (and facts) always give the same decision: not with `minAge`,
+    /// which the clock decides, nor `order: git`, which the source branch's history decides.
+    pub fn is_timeless(&self) -> bool {
+        self.min_age.is_none() && self.order != Order::Git
+    }
 }
 
 /// How long ago `created` was; a build time in the future is age zero.

@@ -94,6 +94,11 @@ async fn idle_cycles_cost_one_listing_per_repository_and_nothing_else() {
     );
     assert!(!cache.exists(), "an unchanged cache is not written again");
     assert_eq!(rec.policy_compiles(), 1, "no policy compiled again");
+    assert_eq!(
+        rec.reused_decisions(),
+        3 * IMAGES as u64,
+        "same listing, policy and quarantine: the same decision, not made again"
+    );
     assert_eq!(repo.log("main").len(), 2, "idle cycles commit nothing");
 
     // A hand edit moves the head: the unchanged-plan memo must not hide it.
@@ -104,6 +109,11 @@ async fn idle_cycles_cost_one_listing_per_repository_and_nothing_else() {
     );
     let again = rec.cycle(&Scope::All).await.expect("cycle after the edit");
     assert_eq!(again.outcome(), Outcome::Committed, "the pin is set again");
+    assert_eq!(
+        rec.reused_decisions(),
+        4 * IMAGES as u64,
+        "a reused decision still plans against the moved head"
+    );
     assert_eq!(repo.log("main").len(), 4);
     assert_eq!(
         repo.read("main", "envs/dev/patch.yaml")

@@ -394,6 +394,12 @@ impl Reconciler {
         self.selector.policies().compiles()
     }
 
+    /// How many image decisions were reused from an earlier cycle (same listing, policy and
+    /// quarantine) instead of resolving the tags again.
+    pub fn reused_decisions(&self) -> u64 {
+        self.selector.reused_decisions()
+    }
+
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).
     pub fn wake(&self) -> Arc<tokio::sync::Notify> {
         self.rollouts.wake()

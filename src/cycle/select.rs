@@ -1,6 +1,6 @@
 //! Selection: scan the registry and pick the desired image per configured image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::Scope;
-use crate::config::{Config, Gates, Order};
+use crate::config::{Config, Gates, ImageConfig, Order};
 use crate::gitops::{self, GitAuth, GitError, RepoOptions};
 use crate::metrics::Metrics;
 use crate::plan::Desired;
@@ -150,6 +150,12 @@ pub struct Selector {
     unreadable: Mutex<Unreadable>,
     /// Policies compiled in earlier cycles, by their config.
     policies: Compiled,
+    /// Each image's last decision, by a fingerprint of what made it ([`fingerprint`]): an idle
+    /// cycle whose listing, policy and quarantine are unchanged gives the same answer, so it
+    /// skips resolving every tag again (10,000 cached lookups a cycle at 100 × 100).
+    decided: Mutex<HashMap<String, (u64, Desired)>>,
+    /// Decisions taken from `decided` (a test reads it).
+    reused: std::sync::atomic::AtomicU64,
     /// Cancelled on shutdown: a scan in progress stops at once (a stalled registry must not
     /// hold the process), while a commit being pushed is outside the scan and finishes.
     stop: CancellationToken,
@@ -166,6 +172,8 @@ impl Selector {
             repo_host: crate::egress::authority(&opts.url),
             unreadable: Mutex::new(Unreadable::default()),
             policies: Compiled::default(),
+            decided: Mutex::default(),
+            reused: std::sync::atomic::AtomicU64::new(0),
             stop: CancellationToken::new(),
         }
     }
@@ -201,6 +209,11 @@ impl Selector {
     /// The compiled policies kept across cycles.
     pub fn policies(&self) -> &Compiled {
         &self.policies
+    }
+
+    /// Decisions reused from an earlier cycle because nothing they depend on changed.
+    pub fn reused_decisions(&self) -> u64 {
+        self.reused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stop the scan in progress and every later one ([`Cancelled`]).
@@ -262,6 +275,7 @@ impl Selector {
         let results = results.into_iter().map(|(_, r)| r);
         // Policies a config change dropped are forgotten; the others stay compiled.
         self.policies.retain(cfg.images.values().map(|i| &i.policy));
+        lock(&self.decided).retain(|name, _| cfg.images.contains_key(name));
         let mut desired = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, result) in names.into_iter().zip(results) {
@@ -311,6 +325,18 @@ impl Selector {
         let tags = scan.list_tags(&img.repository).await?;
         // Quarantined tags are out before the policy looks: a failed rollout is never re-picked.
         let quarantined = gates.quarantined_tags(name);
+        let print = policy
+            .is_timeless()
+            .then(|| fingerprint(img, &tags, &quarantined));
+        if let Some(print) = print
+            && let Some((seen, d)) = lock(&self.decided).get(name)
+            && *seen == print
+        {
+            self.reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(d.clone());
+        }
+        let mut complete = true;
         let mut screened = policy.screen(tags.iter().map(String::as_str));
         for tag in &quarantined {
             if screened.qualified.iter().any(|q| q.tag == *tag) {
@@ -342,11 +368,13 @@ impl Selector {
                     Ok(m) => facts.entry(q.tag.clone()).or_default().created = m.created,
                     // Listed but not readable: deleted since the listing, or — right after
                     // a push notification — not stored yet. Not a candidate now; look again.
-                    Err(e) if matches!(*e, RegistryError::NotFound(_)) => self
-                        .unreadable
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .note(name, &q.tag),
+                    Err(e) if matches!(*e, RegistryError::NotFound(_)) => {
+                        complete = false;
+                        self.unreadable
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .note(name, &q.tag);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -375,7 +403,7 @@ impl Selector {
         for (tag, why) in &decision.skipped {
             tracing::debug!(image = %name, tag = %tag, reason = %why, "tag skipped");
         }
-        Ok(Desired {
+        let desired = Desired {
             image: name.to_owned(),
             repository: img.repository.clone(),
             tag: decision.tag.clone(),
@@ -385,8 +413,36 @@ impl Selector {
                 Some(held) => format!("{}; {held}: keeping {}", decision.reason, decision.tag),
                 None => decision.reason.to_string(),
             },
-        })
+        };
+        // A tag that could not be read yet is looked at again next cycle, not remembered away.
+        if let Some(print) = print
+            && complete
+        {
+            lock(&self.decided).insert(name.to_owned(), (print, desired.clone()));
+        }
+        Ok(desired)
     }
+}
+
+/// What a timeless policy's decision for `img` depends on: the listing, the policy, the
+/// repository and platform, and the quarantined tags. Build times and digests come from the
+/// registry cache, which never changes a tag's answer once learnt.
+fn fingerprint(img: &ImageConfig, tags: &[String], quarantined: &BTreeSet<String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &img.repository,
+        &img.platform,
+        &img.policy,
+        tags,
+        quarantined,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
