@@ -277,14 +277,9 @@ impl<'a> Builder<'a> {
         // saphyr-parser 0.0.11 advances its character index by bytes over a directive's name
         // and parameters, so every span after `%日本` would point a few bytes off (found by
         // fuzzing). No values file needs such a directive: refuse it rather than mis-place.
-        if let Some((i, _)) = self
-            .body
-            .lines()
-            .enumerate()
-            .find(|(_, l)| l.starts_with('%') && !l.is_ascii())
-        {
+        if let Some(line) = non_ascii_directive(self.body) {
             return Err(YamlError {
-                line: i + 1,
+                line,
                 col: 1,
                 message: "a directive (%…) with non-ASCII characters is not supported".to_string(),
             });
@@ -471,6 +466,29 @@ fn quoted_end(src: &str, start: usize) -> Option<usize> {
         },
         _ => None,
     }
+}
+
+/// The line of the first directive with non-ASCII text, if any. Lines as YAML breaks them: LF,
+/// CRLF or a bare CR (`str::lines` misses the last, and fuzzing found a directive behind one).
+fn non_ascii_directive(body: &str) -> Option<usize> {
+    let mut line = 1;
+    let mut at_start = true;
+    let mut after_cr = false;
+    for (i, c) in body.char_indices() {
+        if at_start && c == '%' {
+            let rest = &body[i..];
+            let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+            if !rest[..end].is_ascii() {
+                return Some(line);
+            }
+        }
+        at_start = matches!(c, '\n' | '\r');
+        if c == '\r' || (c == '\n' && !after_cr) {
+            line += 1;
+        }
+        after_cr = c == '\r';
+    }
+    None
 }
 
 #[cfg(test)]

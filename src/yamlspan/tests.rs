@@ -192,10 +192,20 @@ fn absent_values_are_empty_with_empty_spans_in_every_form() {
 #[test]
 fn a_non_ascii_directive_is_refused_not_mis_spanned() {
     // Found by fuzzing: after `%日本`, the parser's positions ran bytes ahead of characters.
-    for src in ["%日本語\n---\n0 0000000a\n", "#ó\n%ö\n---\n#本\n0 \n"] {
+    // And behind a bare CR, which YAML reads as a line break (`str::lines` does not).
+    for src in [
+        "%日本語\n---\n0 0000000a\n",
+        "#ó\n%ö\n---\n#本\n0 \n",
+        "\n  \r%:1b2cag:\0\u{1}g: \u{520}ea  \r%:1f:  #\n---\ne:\n ith a UPPe:  \0\u{1}g: \u{520}eab",
+    ] {
         let e = parse_stream(src).expect_err(src);
         assert!(e.message.contains("directive"), "{e}");
     }
+    assert_eq!(
+        super::non_ascii_directive("a: 1\r\n\r%é\n"),
+        Some(3),
+        "CRLF is one break"
+    );
     let ok = parse_stream("%YAML 1.2\n---\na: é\n").unwrap();
     let (value, _, span) = scalar(&ok[0], &["a"]);
     assert_eq!((value, &"%YAML 1.2\n---\na: é\n"[span]), ("é", "é"));
