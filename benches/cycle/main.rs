@@ -14,7 +14,8 @@
 //! Knobs (environment): `TAGFLOW_BENCH_SCENARIOS` (default `1x10,100x100,1000x10,10000x1`),
 //! `TAGFLOW_BENCH_REPEAT` (runs per idle figure, median; default 3), `TAGFLOW_BENCH_RUNS`
 //! (runs of part 2; default 7), `TAGFLOW_BENCH_PUSH_THREADS` (default 8),
-//! `TAGFLOW_BENCH_PUSHES` (part 3 samples, default 50; 0 skips part 3), `TAGFLOW_BIN`.
+//! `TAGFLOW_BENCH_PUSHES` (part 3 samples, default 50; 0 skips part 3), `TAGFLOW_BIN`,
+//! `TAGFLOW_BENCH_HOLD` (wait after each cold `once`, for profiling: [`hold`]).
 
 mod floors;
 mod latency;
@@ -271,6 +272,7 @@ fn scenario(
         secs(once.took),
         secs(par.took)
     );
+    hold(bin, &url, &work, &dir)?;
     rows.push(Row {
         scenario: label.clone(),
         cycle: "cold `once`",
@@ -346,6 +348,26 @@ fn scenario(
         rss_kb,
     });
     Ok((rows, setup))
+}
+
+/// With `TAGFLOW_BENCH_HOLD` set, keep the scenario's servers and warm work dir up after its
+/// cold `once` and wait until `DIR/go` exists, so a profiler can be pointed at idle cycles
+/// (`perf`, `heaptrack`, `strace`) against the very setup the figures come from.
+fn hold(bin: &Path, url: &str, work: &Path, dir: &Path) -> Result<()> {
+    if std::env::var_os("TAGFLOW_BENCH_HOLD").is_none() {
+        return Ok(());
+    }
+    let go = dir.join("go");
+    println!(
+        "  hold: {} --repo {url} --workdir {} once\n  hold: touch {} to go on",
+        bin.display(),
+        work.display(),
+        go.display()
+    );
+    while !go.exists() {
+        thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// Part 2: `runs` fresh cold `once`s of 1 image × 10 tags, each with its own bare repo.

@@ -11,6 +11,7 @@ mod client;
 pub mod creds;
 pub mod dockercfg;
 pub mod helper;
+mod known;
 mod scan;
 pub mod wire;
 
@@ -26,6 +27,7 @@ pub use crate::reference::RepoRef;
 pub use cache_file::CacheFile;
 pub use client::Client;
 pub use creds::CredentialError;
+pub use known::{Known, Meta, PackedDigest};
 pub use scan::{Scan, ScanResult};
 
 use crate::config::Config;
@@ -153,12 +155,10 @@ pub struct CacheEntry {
 pub struct Registries {
     metrics: Arc<Metrics>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
-    /// (repository, tag) → digest, remembered from earlier resolutions.
-    tags: Mutex<HashMap<(String, String), String>>,
-    /// (digest, platform) → metadata. Content-addressed, so never stale.
-    meta: Mutex<HashMap<(String, String), ImageMeta>>,
-    /// Bumped whenever `tags` or `meta` learn something new, so an idle cycle saves nothing
-    /// without even encoding the cache to find out.
+    /// Tags and image metadata remembered from earlier resolutions.
+    known: Mutex<Known>,
+    /// Bumped whenever `known` learns something new, so an idle cycle saves nothing without
+    /// even encoding the cache to find out.
     generation: AtomicU64,
 }
 
@@ -179,8 +179,7 @@ impl Registries {
         Self {
             metrics,
             clients: Mutex::new(HashMap::new()),
-            tags: Mutex::new(HashMap::new()),
-            meta: Mutex::new(HashMap::new()),
+            known: Mutex::new(Known::default()),
             generation: AtomicU64::new(0),
         }
     }
@@ -190,72 +189,77 @@ impl Registries {
         self.generation.load(Ordering::Relaxed)
     }
 
-    fn remember_tag(&self, key: (String, String), digest: String) {
-        if lock(&self.tags).insert(key, digest.clone()).as_ref() != Some(&digest) {
+    /// Remember that canonical `repository:tag` points at `digest` (invalid digests are not
+    /// remembered: they were refused before reaching here).
+    fn remember_tag(&self, repository: &str, tag: &str, digest: &str) {
+        let Some(d) = PackedDigest::parse(digest) else {
+            return;
+        };
+        if lock(&self.known).set_tag(repository, tag, d) {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn remember_meta(&self, key: (String, String), m: ImageMeta) {
-        if lock(&self.meta).insert(key, m.clone()).as_ref() != Some(&m) {
+    fn remember_meta(&self, platform: &str, m: &ImageMeta) {
+        let Some(d) = PackedDigest::parse(&m.digest) else {
+            return;
+        };
+        let meta = Meta {
+            created: m.created,
+            revision: m.revision.as_deref().map(Into::into),
+        };
+        if lock(&self.known).set_meta(d, platform, meta) {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Everything remembered, for saving (sorted, so an unchanged cache saves the same bytes).
+    /// Read what is remembered, under one lock: for looking up many tags at once without a
+    /// request or an allocation each (an idle cycle's 10,000 cached tags).
+    pub fn with_known<R>(&self, f: impl FnOnce(&Known) -> R) -> R {
+        f(&lock(&self.known))
+    }
+
+    /// Change what is remembered, under one lock (loading the cache file); counts as news.
+    pub fn with_known_mut<R>(&self, f: impl FnOnce(&mut Known) -> R) -> R {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        f(&mut lock(&self.known))
+    }
+
+    /// Everything remembered, as owned entries (sorted, as [`Known::entries`]).
     pub fn export(&self) -> Vec<CacheEntry> {
-        let tags = lock(&self.tags);
-        let meta = lock(&self.meta);
-        // Tags by digest once, so the export is linear in tags + metadata, not their product.
-        let mut by_digest: HashMap<&str, Vec<(&String, &String)>> = HashMap::new();
-        for ((repo, tag), digest) in tags.iter() {
-            by_digest.entry(digest).or_default().push((repo, tag));
-        }
-        let mut out: Vec<CacheEntry> = meta
-            .iter()
-            .flat_map(|((digest, platform), m)| {
-                by_digest
-                    .get(digest.as_str())
-                    .into_iter()
-                    .flatten()
-                    .map(move |(repo, tag)| CacheEntry {
-                        repository: (*repo).clone(),
-                        tag: (*tag).clone(),
-                        platform: platform.clone(),
-                        digest: digest.clone(),
-                        created: m.created,
-                        revision: m.revision.clone(),
-                    })
+        lock(&self.known)
+            .entries()
+            .into_iter()
+            .map(|e| CacheEntry {
+                repository: e.repository.to_owned(),
+                tag: e.tag.to_owned(),
+                platform: e.platform.to_owned(),
+                digest: e.digest.to_string(),
+                created: e.meta.created,
+                revision: e.meta.revision.as_deref().map(str::to_owned),
             })
-            .collect();
-        out.sort_by(|a, b| {
-            (&a.repository, &a.tag, &a.platform).cmp(&(&b.repository, &b.tag, &b.platform))
-        });
-        out
+            .collect()
     }
 
     /// Remember saved entries (entries with an invalid digest are skipped).
     pub fn import(&self, entries: Vec<CacheEntry>) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        let mut tags = lock(&self.tags);
-        let mut meta = lock(&self.meta);
-        for e in entries
-            .into_iter()
-            .filter(|e| crate::rewrite::valid_digest(&e.digest))
-        {
-            tags.insert(
-                (RepoRef::parse(&e.repository).canonical(), e.tag),
-                e.digest.clone(),
-            );
-            meta.insert(
-                (e.digest.clone(), e.platform),
-                ImageMeta {
-                    digest: e.digest,
+        self.with_known_mut(|known| {
+            for e in entries {
+                let Some(d) = PackedDigest::parse(&e.digest) else {
+                    continue;
+                };
+                known.set_tag(
+                    &RepoRef::parse(&e.repository).canonical(),
+                    &e.tag,
+                    d.clone(),
+                );
+                let meta = Meta {
                     created: e.created,
-                    revision: e.revision,
-                },
-            );
-        }
+                    revision: e.revision.map(Into::into),
+                };
+                known.set_meta(d, &e.platform, meta);
+            }
+        });
     }
 
     /// A per-cycle view that lists each repository and resolves each tag once ([`Scan`]).
@@ -335,12 +339,9 @@ impl Registries {
         platform: &str,
     ) -> Result<ImageMeta, RegistryError> {
         let r = RepoRef::parse(repository);
-        let key = (r.canonical(), tag.to_owned());
-        let known = lock(&self.tags).get(&key).cloned();
-        if let Some(digest) = known
-            && let Some(m) = lock(&self.meta).get(&(digest, platform.to_owned()))
-        {
-            return Ok(m.clone());
+        let key = r.canonical();
+        if let Some(m) = lock(&self.known).lookup(&key, tag, platform) {
+            return Ok(m);
         }
         let client = self.client(config, repository)?;
         let path = r.path.as_str();
@@ -349,9 +350,13 @@ impl Registries {
         let (digest, top) = self
             .manifest(&client, path, tag, &scope, &reference)
             .await?;
-        let cached = lock(&self.meta)
-            .get(&(digest.clone(), platform.to_owned()))
-            .cloned();
+        let cached = PackedDigest::parse(&digest).and_then(|d| {
+            lock(&self.known).meta(&d, platform).map(|m| ImageMeta {
+                digest: digest.clone(),
+                created: m.created,
+                revision: m.revision.as_deref().map(str::to_owned),
+            })
+        });
         let meta = match cached {
             Some(m) => m,
             None => {
@@ -406,11 +411,11 @@ impl Registries {
                     created: blob.created_at(),
                     revision: blob.revision(),
                 };
-                self.remember_meta((digest.clone(), platform.to_owned()), m.clone());
+                self.remember_meta(platform, &m);
                 m
             }
         };
-        self.remember_tag(key, digest);
+        self.remember_tag(&key, tag, &digest);
         Ok(meta)
     }
 
@@ -440,7 +445,7 @@ impl Registries {
         }
         let digest = header_digest(&a.headers)
             .ok_or_else(|| bad(&client, &url, "no Docker-Content-Digest header".into()))?;
-        self.remember_tag((r.canonical(), tag.to_owned()), digest.clone());
+        self.remember_tag(&r.canonical(), tag, &digest);
         Ok(digest)
     }
 
