@@ -86,3 +86,57 @@ async fn a_failed_listing_is_shared_by_every_image_that_asked() {
     )));
     assert_eq!(server.requests().len(), 1, "one request for fifty askers");
 }
+
+/// A tag asked for by many images at once is resolved by one set of requests; once resolved it
+/// leaves the scan (the registry cache answers later askers, with no request), while a failed
+/// resolution stays so every image asking gets the same error without asking again.
+#[tokio::test]
+async fn a_resolution_is_shared_while_in_flight_and_leaves_the_scan_once_cached() {
+    let (server, _) = scripted_registry(serde_json::json!(["a1b2c3d"]), Duration::ZERO);
+    let host = server.base_url.trim_start_matches("http://").to_owned();
+    let text = format!(
+        "registries:\n  - {{host: \"{host}\", insecure: true, timeout: 5s}}\nimages:\n  app: {{repository: \"{host}/team/app\", policy: {{tags: '.*', order: built}}}}\nenvironments:\n  dev: {{file: envs/dev/patch.yaml}}\n"
+    );
+    let cfg = tagflow::config::parse("c.yaml", &text).expect("config");
+    let registries = tagflow::registry::Registries::new(tagflow::metrics::Metrics::new());
+    let scan = registries.scan(&cfg);
+    let repo = format!("{host}/team/app");
+    let answers =
+        futures::future::join_all((0..50).map(|_| scan.resolve(&repo, "a1b2c3d", "linux/amd64")))
+            .await;
+    assert!(answers.iter().all(Result::is_ok));
+    let requests = server.requests().len();
+    assert_eq!(
+        requests, 2,
+        "one manifest and one config blob for fifty askers"
+    );
+    assert_eq!(
+        format!("{scan:?}"),
+        "Scan(0 repositories, 0 tags)",
+        "a resolved tag is not held by the scan"
+    );
+    let again = scan
+        .resolve(&repo, "a1b2c3d", "linux/amd64")
+        .await
+        .expect("cached");
+    assert_eq!(again, answers[0].clone().expect("ok"));
+    assert_eq!(server.requests().len(), requests, "answered from the cache");
+
+    // A registry that has no such manifest.
+    let gone = testbed::Scripted::start(|_| testbed::Response::new(404));
+    let gone_host = gone.base_url.trim_start_matches("http://").to_owned();
+    let text = format!(
+        "registries:\n  - {{host: \"{gone_host}\", insecure: true, timeout: 5s}}\nimages:\n  app: {{repository: \"{gone_host}/team/app\", policy: {{tags: '.*', order: built}}}}\nenvironments:\n  dev: {{file: envs/dev/patch.yaml}}\n"
+    );
+    let cfg = tagflow::config::parse("c.yaml", &text).expect("config");
+    let scan = registries.scan(&cfg);
+    let repo = format!("{gone_host}/team/app");
+    let missing =
+        futures::future::join_all((0..10).map(|_| scan.resolve(&repo, "0000000", "linux/amd64")))
+            .await;
+    assert!(missing.iter().all(Result::is_err));
+    assert_eq!(gone.requests().len(), 1, "one 404 for ten askers");
+    assert!(scan.resolve(&repo, "0000000", "linux/amd64").await.is_err());
+    assert_eq!(gone.requests().len(), 1, "a failure is shared for the scan");
+    assert_eq!(format!("{scan:?}"), "Scan(0 repositories, 1 tags)");
+}

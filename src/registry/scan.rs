@@ -17,12 +17,16 @@ pub type ScanResult<T> = Result<T, Arc<RegistryError>>;
 
 type Flight<'a, T> = Shared<BoxFuture<'a, ScanResult<T>>>;
 
+/// Resolutions in flight, and failed ones (so every image naming a failed tag gets the same
+/// answer without asking again). A resolved tag leaves: the registry cache has its answer.
+type Metas<'a> = Arc<Mutex<HashMap<(String, String, String), Flight<'a, ImageMeta>>>>;
+
 /// Requests made during one cycle, shared by every image of it.
 pub struct Scan<'a> {
     registries: &'a Registries,
     config: &'a Config,
     tags: Mutex<HashMap<String, Flight<'a, Arc<Vec<String>>>>>,
-    metas: Mutex<HashMap<(String, String, String), Flight<'a, ImageMeta>>>,
+    metas: Metas<'a>,
 }
 
 impl std::fmt::Debug for Scan<'_> {
@@ -43,7 +47,7 @@ impl<'a> Scan<'a> {
             registries,
             config,
             tags: Mutex::new(HashMap::new()),
-            metas: Mutex::new(HashMap::new()),
+            metas: Arc::default(),
         }
     }
 
@@ -68,7 +72,8 @@ impl<'a> Scan<'a> {
             .clone()
     }
 
-    /// [`Registries::resolve`], asked once per scan for each (repository, tag, platform).
+    /// [`Registries::resolve`], asked once per scan for each (repository, tag, platform) while
+    /// it is in flight or if it failed; once resolved, the registry cache answers.
     pub fn resolve(&self, repository: &str, tag: &str, platform: &str) -> Flight<'a, ImageMeta> {
         let key = (
             RepoRef::parse(repository).canonical(),
@@ -78,14 +83,21 @@ impl<'a> Scan<'a> {
         let (registries, config) = (self.registries, self.config);
         let (repository, tag, platform) =
             (repository.to_owned(), tag.to_owned(), platform.to_owned());
+        let metas = Arc::clone(&self.metas);
         lock(&self.metas)
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(move || {
                 async move {
-                    registries
+                    let resolved = registries
                         .resolve(config, &repository, &tag, &platform)
                         .await
-                        .map_err(Arc::new)
+                        .map_err(Arc::new);
+                    // Held for the scan, 10,000 answers cost ~3.5 MB at a cold 1,000 x 10;
+                    // those waiting on this flight already hold it.
+                    if resolved.is_ok() {
+                        lock(&metas).remove(&key);
+                    }
+                    resolved
                 }
                 .boxed()
                 .shared()
