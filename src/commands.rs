@@ -88,6 +88,7 @@ impl Drop for Scratch {
 pub async fn once(opts: RepoOptions) -> u8 {
     let (notifier, worker) = notify::spawn();
     let reconciler = Reconciler::new(opts, Metrics::new(), Some(notifier), None);
+    reconciler.one_cycle();
     let result = reconciler.cycle(&Scope::All).await;
     drop(reconciler);
     worker.flush(Duration::from_secs(20)).await;
@@ -128,6 +129,7 @@ pub async fn plan(mut opts: RepoOptions) -> Result<u8, CommandError> {
     let scratch = Scratch::new("plan");
     opts.workdir = scratch.0.clone();
     let reconciler = Reconciler::new(opts, Metrics::new(), None, None);
+    reconciler.one_cycle();
     let planned = reconciler.plan().await?;
     if planned.is_empty() {
         println!("# nothing to change");

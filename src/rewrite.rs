@@ -387,7 +387,12 @@ fn rewrite_with(
             found,
         });
     }
-    let mut output = String::with_capacity(src.len() + 64);
+    // Exactly the output's size: a 2.7 MB file whose 10,000 digests were filled in outgrew
+    // a guess and doubled to 5.4 MB.
+    let size = edits.iter().fold(src.len(), |n, (span, text)| {
+        n + text.len() - span.len().min(n)
+    });
+    let mut output = String::with_capacity(size);
     let mut at = 0;
     for (span, text) in &edits {
         output.push_str(src.get(at..span.start).unwrap_or_default());

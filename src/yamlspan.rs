@@ -47,19 +47,23 @@ pub enum ScalarStyle {
 }
 
 /// What a node is.
+///
+/// Strings and collections are boxed at their exact size: one values file may hold every image
+/// (10,000 blocks of four or five nodes), and `Vec`'s growth gave each small mapping room for
+/// four pairs, ~27 MB of tree for a 1.5 MB file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
     /// A scalar; an empty plain value (`key:`) has value `""` and an empty span.
     Scalar {
         /// The scalar's value after unquoting/unescaping (no type resolution).
-        value: String,
+        value: Box<str>,
         /// How it was written.
         style: ScalarStyle,
     },
     /// A mapping's (key, value) pairs in source order.
-    Mapping(Vec<(Node, Node)>),
+    Mapping(Box<[(Node, Node)]>),
     /// A sequence's items in source order.
-    Sequence(Vec<Node>),
+    Sequence(Box<[Node]>),
     /// An alias (`*name`); not resolved.
     Alias,
 }
@@ -79,7 +83,7 @@ pub struct Node {
     /// Whether the node carries an anchor (`&name`).
     pub anchored: bool,
     /// The node's explicit tag, expanded (`!!str` is `tag:yaml.org,2002:str`), if any.
-    pub tag: Option<String>,
+    pub tag: Option<Box<str>>,
 }
 
 impl Node {
@@ -259,7 +263,7 @@ impl<'a> Builder<'a> {
         kind: NodeKind,
         span: &Span,
         anchor: usize,
-        tag: Option<String>,
+        tag: Option<Box<str>>,
     ) -> Result<Node, YamlError> {
         let start = self.byte_offset(span.start.index(), span)?;
         let end = self.byte_offset(span.end.index(), span)?.max(start);
@@ -321,12 +325,12 @@ impl<'a> Builder<'a> {
                 };
                 let mut node = self.node(
                     NodeKind::Scalar {
-                        value: value.into_owned(),
+                        value: value.into(),
                         style,
                     },
                     span,
                     anchor,
-                    tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                    tag.map(|t| format!("{}{}", t.handle, t.suffix).into()),
                 )?;
                 // saphyr-parser ends a quoted scalar's span after any trailing blanks and comment;
                 // find the closing quote ourselves.
@@ -343,7 +347,7 @@ impl<'a> Builder<'a> {
                     && (node.span.is_empty() || absent_value(&node.kind, self.src, &node.span));
                 if absent {
                     node.kind = NodeKind::Scalar {
-                        value: String::new(),
+                        value: Box::default(),
                         style,
                     };
                     node.span.end = node.span.start;
@@ -358,11 +362,11 @@ impl<'a> Builder<'a> {
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(at(format!("nesting deeper than {MAX_DEPTH} levels")));
                 }
-                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix).into());
                 let kind = if is_mapping {
-                    NodeKind::Mapping(Vec::new())
+                    NodeKind::Mapping(Box::default())
                 } else {
-                    NodeKind::Sequence(Vec::new())
+                    NodeKind::Sequence(Box::default())
                 };
                 let start = self.node(kind, span, anchor, tag)?;
                 self.stack.push(if is_mapping {
@@ -385,12 +389,12 @@ impl<'a> Builder<'a> {
                     Some(Open::Mapping {
                         mut start, pairs, ..
                     }) => {
-                        start.kind = NodeKind::Mapping(pairs);
+                        start.kind = NodeKind::Mapping(pairs.into_boxed_slice());
                         start.span.end = end.max(start.span.start);
                         start
                     }
                     Some(Open::Sequence { mut start, items }) => {
-                        start.kind = NodeKind::Sequence(items);
+                        start.kind = NodeKind::Sequence(items.into_boxed_slice());
                         start.span.end = end.max(start.span.start);
                         start
                     }
@@ -441,7 +445,7 @@ impl<'a> Builder<'a> {
 /// value that is not written.
 fn absent_value(kind: &NodeKind, src: &str, span: &Range<usize>) -> bool {
     matches!(kind, NodeKind::Scalar { value, .. }
-        if (value == "~" || value.is_empty()) && src.get(span.clone()) != Some(value.as_str()))
+        if (&**value == "~" || value.is_empty()) && src.get(span.clone()) != Some(&**value))
 }
 
 /// Byte offset just past the closing quote of the quoted scalar starting at `start`.

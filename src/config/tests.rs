@@ -265,3 +265,27 @@ fn a_bad_regex_shared_by_images_is_reported_for_each_of_them() {
         assert!(p.iter().any(|s| s.contains(want)), "{want}: {p:?}");
     }
 }
+
+/// Syntax errors are located by the span tree, as `check` has always said them, although a
+/// valid config is parsed by serde alone (the tree is built only to locate a problem).
+#[test]
+fn syntax_errors_are_located_and_duplicate_keys_name_both_lines() {
+    let dup = GOOD.replace("  prod:\n", "  dev:\n");
+    let found = problems(&dup);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("c.yaml:18: ")
+            && found[0].contains("duplicate key \"dev\" (first at line 16, again at line 18)"),
+        "{found:?}"
+    );
+    let unclosed = GOOD.replace("{name: bot,", "{name: bot,,[");
+    let found = problems(&unclosed);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("c.yaml:4:"), "{found:?}");
+    let two = format!("{GOOD}---\ninterval: 1m\n");
+    let found = problems(&two);
+    assert!(
+        found[0].contains("more than one YAML document"),
+        "{found:?}"
+    );
+}

@@ -377,6 +377,12 @@ impl Reconciler {
         })
     }
 
+    /// For a process that runs one cycle (`once`): nothing is kept for a next cycle that will
+    /// not come (each image's decision, 10,000 of them a ~3 MB copy of what the cycle holds).
+    pub fn one_cycle(&self) {
+        self.selector.keep_decisions(false);
+    }
+
     /// The config in force (last good), if any.
     pub fn config(&self) -> Option<Arc<config::Config>> {
         self.current.config()

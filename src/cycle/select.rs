@@ -154,6 +154,8 @@ pub struct Selector {
     /// cycle whose listing, policy and quarantine are unchanged gives the same answer, so it
     /// skips resolving every tag again (10,000 cached lookups a cycle at 100 × 100).
     decided: Mutex<HashMap<String, (u64, Desired)>>,
+    /// Whether `decided` is kept (not for a process that runs one cycle).
+    keep: std::sync::atomic::AtomicBool,
     /// Decisions taken from `decided` (a test reads it).
     reused: std::sync::atomic::AtomicU64,
     /// Cancelled on shutdown: a scan in progress stops at once (a stalled registry must not
@@ -173,6 +175,7 @@ impl Selector {
             unreadable: Mutex::new(Unreadable::default()),
             policies: Compiled::default(),
             decided: Mutex::default(),
+            keep: std::sync::atomic::AtomicBool::new(true),
             reused: std::sync::atomic::AtomicU64::new(0),
             stop: CancellationToken::new(),
         }
@@ -214,6 +217,14 @@ impl Selector {
     /// Decisions reused from an earlier cycle because nothing they depend on changed.
     pub fn reused_decisions(&self) -> u64 {
         self.reused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether each image's decision is kept for the next cycle to reuse.
+    pub fn keep_decisions(&self, keep: bool) {
+        self.keep.store(keep, std::sync::atomic::Ordering::Relaxed);
+        if !keep {
+            lock(&self.decided).clear();
+        }
     }
 
     /// Stop the scan in progress and every later one ([`Cancelled`]).
@@ -437,6 +448,7 @@ impl Selector {
         // A tag that could not be read yet is looked at again next cycle, not remembered away.
         if let Some(print) = print
             && complete
+            && self.keep.load(std::sync::atomic::Ordering::Relaxed)
         {
             lock(&self.decided).insert(name.to_owned(), (print, desired.clone()));
         }

@@ -46,7 +46,7 @@ pub(super) fn editable(src: &str, node: &Node) -> Result<Editable, String> {
         return Err("the target is a multi-line scalar".to_string());
     }
     let expected = match style {
-        ScalarStyle::Plain => value.clone(),
+        ScalarStyle::Plain => value.to_string(),
         ScalarStyle::SingleQuoted => format!("'{}'", value.replace('\'', "''")),
         ScalarStyle::DoubleQuoted if text.contains('\\') => {
             return Err("the target is a double-quoted scalar with escape sequences".to_string());
@@ -54,13 +54,13 @@ pub(super) fn editable(src: &str, node: &Node) -> Result<Editable, String> {
         ScalarStyle::DoubleQuoted => format!("\"{value}\""),
         ScalarStyle::Literal | ScalarStyle::Folded => String::new(),
     };
-    if text != expected {
+    if *text != expected {
         return Err(format!(
             "the target's source text {text:?} does not map exactly to its value {value:?}"
         ));
     }
     Ok(Editable {
-        value: value.clone(),
+        value: value.to_string(),
         style,
     })
 }
