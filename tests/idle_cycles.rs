@@ -101,6 +101,35 @@ async fn idle_cycles_cost_one_listing_per_repository_and_nothing_else() {
     );
     assert_eq!(repo.log("main").len(), 2, "idle cycles commit nothing");
 
+    assert_eq!(rec.plans_skipped(), 2, "planned once idle, then skipped");
+
+    // A new process on the same work dir (a `once`, a restarted `run`) does not plan the same
+    // head and picks again either.
+    let next = Reconciler::new(
+        RepoOptions::new(
+            file_url(&repo),
+            "main".into(),
+            "config/tagflow.yaml".into(),
+            Some(work.clone()),
+            GitAuth::default(),
+        ),
+        Metrics::new(),
+        None,
+        None,
+    );
+    next.one_cycle();
+    let restarted = next
+        .cycle(&Scope::All)
+        .await
+        .expect("a new process's cycle");
+    assert_eq!(restarted.outcome(), Outcome::Unchanged);
+    assert_eq!(
+        next.plans_skipped(),
+        1,
+        "the work dir remembers the unchanged plan"
+    );
+    drop(next);
+
     // A hand edit moves the head: the unchanged-plan memo must not hide it.
     repo.commit_files(
         "main",

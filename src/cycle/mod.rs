@@ -367,7 +367,7 @@ impl Reconciler {
             },
             selector,
             proposals: propose::Memory::default(),
-            idle: idle::Idle::default(),
+            idle: idle::Idle::in_workdir(&opts_workdir),
             repo,
             metrics,
             registries,
@@ -404,6 +404,12 @@ impl Reconciler {
     /// quarantine) instead of resolving the tags again.
     pub fn reused_decisions(&self) -> u64 {
         self.selector.reused_decisions()
+    }
+
+    /// How many plans were skipped because the head and picks were planned on before (in this
+    /// process or, through the work dir, an earlier one) and changed nothing.
+    pub fn plans_skipped(&self) -> u64 {
+        self.idle.skipped()
     }
 
     /// What wakes the loop besides the interval and webhooks (watch events, leadership moves).

@@ -175,7 +175,7 @@ impl Reconciler {
         }
         let targets = plan::policy_targets(&cfg, &desired);
         let (targets, branched) = super::propose::split(&cfg, targets);
-        let key = super::idle::fingerprint(head, &targets);
+        let key = super::idle::fingerprint(head, &self.repo.opts.config_path, &targets);
         let done = if targets.is_empty() || self.idle.seen(&key) {
             gitops::Committed {
                 commit: None,
