@@ -192,9 +192,10 @@ enum Open {
         start: Node,
         pairs: Vec<(Node, Node)>,
         key: Option<Node>,
-        /// String keys so far → index in `pairs`, so duplicate detection stays linear in a
-        /// mapping with thousands of keys (one values file holding every image).
-        seen: std::collections::HashMap<String, usize>,
+        /// Hashes of the string keys so far → index in `pairs`, so duplicate detection stays
+        /// linear in a mapping with thousands of keys (one values file holding every image)
+        /// without a second copy of every key.
+        seen: std::collections::HashMap<u64, usize>,
     },
     Sequence {
         start: Node,
@@ -217,6 +218,8 @@ struct Builder<'a> {
     single: bool,
     /// The documents finished so far.
     done: Vec<Document>,
+    /// Hashes mapping keys for duplicate detection (randomly keyed: a file cannot aim at it).
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl<'a> Builder<'a> {
@@ -241,6 +244,7 @@ impl<'a> Builder<'a> {
             documents: 0,
             single,
             done: Vec::new(),
+            keys: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -420,7 +424,15 @@ impl<'a> Builder<'a> {
             }) => match key.take() {
                 None => {
                     if let Some(name) = node.as_str() {
-                        if let Some(&i) = seen.get(name) {
+                        let hash = std::hash::BuildHasher::hash_one(&self.keys, name);
+                        // A hash seen before is a duplicate only if the key's text is the same;
+                        // two keys sharing a hash are looked for the slow way, as rare as that is.
+                        let first = match seen.get(&hash) {
+                            Some(&i) if pairs[i].0.as_str() == Some(name) => Some(i),
+                            Some(_) => pairs.iter().position(|(k, _)| k.as_str() == Some(name)),
+                            None => None,
+                        };
+                        if let Some(i) = first {
                             return Err(YamlError {
                                 line: node.line,
                                 col: node.col,
@@ -430,7 +442,7 @@ impl<'a> Builder<'a> {
                                 ),
                             });
                         }
-                        seen.insert(name.to_owned(), pairs.len());
+                        seen.entry(hash).or_insert(pairs.len());
                     }
                     *key = Some(node);
                 }
