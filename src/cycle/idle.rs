@@ -16,20 +16,18 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::PerEnv;
 
-/// What the plan of an update depends on, hashed: the head, the config file's path, tagflow's
-/// version and every pick of every environment.
-pub fn fingerprint(head: Oid, config_path: &str, targets: &PerEnv) -> [u8; 32] {
+/// What the plan of an update depends on besides the head, hashed: the config file's path,
+/// tagflow's version and every pick of every environment. A commit of these picks moves the
+/// head, and the plan at the new head is known to change nothing ([`at`]).
+pub fn picks(config_path: &str, targets: &PerEnv) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(head.as_bytes());
-    for s in [config_path, crate::build_info::LONG_VERSION] {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    }
     // Length-prefixed fields, so no two different target sets hash the same bytes.
     let mut field = |s: &str| {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     };
+    field(config_path);
+    field(crate::build_info::LONG_VERSION);
     for (env, picks) in targets {
         field(env);
         for (name, d) in picks {
@@ -38,6 +36,14 @@ pub fn fingerprint(head: Oid, config_path: &str, targets: &PerEnv) -> [u8; 32] {
             }
         }
     }
+    h.finalize().into()
+}
+
+/// The fingerprint of planning `picks` on `head`: what [`Idle`] remembers.
+pub fn at(head: Oid, picks: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(head.as_bytes());
+    h.update(picks);
     h.finalize().into()
 }
 
@@ -131,6 +137,10 @@ mod tests {
     }
 
     const C: &str = "config/tagflow.yaml";
+
+    fn fingerprint(head: Oid, config_path: &str, targets: &PerEnv) -> [u8; 32] {
+        at(head, &picks(config_path, targets))
+    }
 
     #[test]
     fn the_same_head_and_picks_are_skipped_and_any_difference_is_planned() {

@@ -175,12 +175,14 @@ impl Reconciler {
         }
         let targets = plan::policy_targets(&cfg, &desired);
         let (targets, branched) = super::propose::split(&cfg, targets);
-        let key = super::idle::fingerprint(head, &self.repo.opts.config_path, &targets);
+        let picks = super::idle::picks(&self.repo.opts.config_path, &targets);
+        let key = super::idle::at(head, &picks);
         let done = if targets.is_empty() || self.idle.seen(&key) {
             gitops::Committed {
                 commit: None,
                 head,
                 changes: Vec::new(),
+                first_push: false,
             }
         } else {
             // Planned on the head `refresh` just fetched: an idle cycle fetches once, not twice.
@@ -188,8 +190,18 @@ impl Reconciler {
                 .repo
                 .commit_on(cfg.clone(), ChangeSet::Update(targets), head)
                 .await?;
-            let unchanged = done.commit.is_none() && done.head == head;
-            self.idle.set(unchanged.then_some(key));
+            // Nothing to change here, or a commit of exactly these picks straight on this
+            // cycle's head (so under its config): either way the next plan of these picks on
+            // the head now would change nothing. After a lost race, another writer's commit
+            // sits in between and may have changed the config: that head is planned again.
+            let settled = if done.commit.is_none() && done.head == head {
+                Some(key)
+            } else if done.first_push && done.commit == Some(done.head) {
+                Some(super::idle::at(done.head, &picks))
+            } else {
+                None
+            };
+            self.idle.set(settled);
             done
         };
         if done.commit.is_some() {

@@ -65,6 +65,9 @@ pub struct Committed {
     pub head: Oid,
     /// The values changes made (empty for list and inventory commits).
     pub changes: Vec<EnvChange>,
+    /// Whether the commit sits right on the head it was planned on (its first push was taken):
+    /// then the head's config is the one planned with. `false` without a commit.
+    pub first_push: bool,
 }
 
 /// A commit that did not happen. Nothing was pushed.
@@ -265,6 +268,7 @@ impl ConfigRepo {
                 commit: None,
                 head,
                 changes: Vec::new(),
+                first_push: false,
             }),
             Ok(Pushed::Committed {
                 commit,
@@ -280,6 +284,7 @@ impl ConfigRepo {
                     commit: Some(commit),
                     head: commit,
                     changes: prepared.changes,
+                    first_push: attempts == 1 && known.is_some(),
                 })
             }
             Err(PushError::Git(e)) => Err(e.into()),
