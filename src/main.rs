@@ -105,6 +105,16 @@ struct RepoArgs {
         global = true
     )]
     git_http_expect_continue: bool,
+    /// Open git's sockets (smart HTTP, HTTPS, SSH) with `TCP_NODELAY`, so a push's small writes
+    /// do not wait for delayed ACKs (~40 ms each); `false` keeps libgit2's own sockets.
+    #[arg(
+        long,
+        env = "TAGFLOW_GIT_TCP_NODELAY",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    git_tcp_nodelay: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,7 +254,7 @@ fn main() -> ExitCode {
     // Before any thread: libgit2 starts without reading the CA bundle (gitops::tls says why).
     tagflow::gitops::tls::init_deferred(|| {
         tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
-        tagflow::gitops::init_http(cli.repo.git_http_expect_continue);
+        tagflow::gitops::init_http(cli.repo.git_http_expect_continue, cli.repo.git_tcp_nodelay);
     });
     if let Err(e) = tagflow::egress::set(Some(&cli.secret_hosts)) {
         eprintln!("tagflow: --secret-hosts: {e}");

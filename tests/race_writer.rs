@@ -76,8 +76,10 @@ async fn a_writer_pushing_flat_out_does_not_starve_tagflow() {
         auth,
     );
     let cfg = Arc::new(config::parse("config/tagflow.yaml", CONFIG).expect("config"));
-    // As `tagflow run` does.
+    // As `tagflow run` does; `TAGFLOW_GIT_TCP_NODELAY=false` measures libgit2's own sockets.
     tagflow::gitops::init_timeouts(Duration::from_secs(15), Duration::from_secs(120));
+    let nodelay = std::env::var("TAGFLOW_GIT_TCP_NODELAY").map_or(true, |v| v != "false");
+    tagflow::gitops::init_http(true, nodelay);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -12,6 +12,7 @@ mod push;
 mod repo;
 pub mod sign;
 mod snapshot;
+mod socket;
 pub mod source;
 mod state;
 pub mod tls;
@@ -190,7 +191,7 @@ impl std::fmt::Debug for Checkout {
 impl Checkout {
     /// Open (or create) the bare clone in `dir` for `url` and `branch`.
     pub fn open(url: &str, branch: &str, dir: &Path, auth: GitAuth) -> Result<Self, GitError> {
-        init_http(true);
+        init_http(true, true);
         let remote = auth::remote_info(url).map_err(GitError::Setup)?;
         if tls::may_use_tls(url) {
             tls::load_bundle();
@@ -533,10 +534,17 @@ pub fn extra_roots() -> Vec<reqwest::Certificate> {
 /// out at once: one round trip instead of a delayed-ACK timer. HTTP/1.1 servers and proxies
 /// must answer it (git's own client sends it for large pushes); a proxy that ignored it would
 /// stall each POST until the I/O timeout.
+///
+/// `nodelay`: libgit2 opens its sockets with tagflow's stream, which sets `TCP_NODELAY`, so the
+/// small writes inside a POST's chunked body (a push's pack) do not wait for delayed ACKs
+/// either (`gitops::socket`).
 #[allow(unsafe_code)]
-pub fn init_http(expect_continue: bool) {
+pub fn init_http(expect_continue: bool, nodelay: bool) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        if nodelay && let Err(e) = socket::register() {
+            tracing::warn!(error = %e, "git sockets stay libgit2's own (without TCP_NODELAY)");
+        }
         // SAFETY: this stores an integer in libgit2's global settings. The `Once` runs it before
         // the first `Checkout` exists, and every transfer goes through a `Checkout`, so no
         // transfer reads the setting concurrently.
@@ -553,6 +561,7 @@ pub fn init_http(expect_continue: bool) {
 #[allow(unsafe_code)]
 pub fn init_timeouts(connect: Duration, io: Duration) {
     let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    socket::set_timeouts(connect, io);
     // SAFETY: these only store an integer in libgit2's global settings; callers run this once at
     // startup before any git operation, so no transfer reads them concurrently.
     unsafe {
