@@ -135,14 +135,14 @@ fn flatten(docs: &[Document]) -> Vec<(&Node, bool)> {
     nodes
 }
 
-fn shape(n: &Node) -> (u8, usize, bool, Option<&String>) {
+fn shape(n: &Node) -> (u8, usize, bool, Option<&str>) {
     let (kind, len) = match &n.kind {
         NodeKind::Scalar { .. } => (0, 0),
         NodeKind::Mapping(p) => (1, p.len()),
         NodeKind::Sequence(s) => (2, s.len()),
         NodeKind::Alias => (3, 0),
     };
-    (kind, len, n.anchored, n.tag.as_ref())
+    (kind, len, n.anchored, n.tag.as_deref())
 }
 
 fn same_elsewhere(

@@ -60,7 +60,7 @@ fn check_node(src: &str, node: &Node) {
         return; // folded lines: the value is not the text
     }
     match style {
-        ScalarStyle::Plain => assert_eq!(text, value, "plain scalar span"),
+        ScalarStyle::Plain => assert_eq!(text, &**value, "plain scalar span"),
         ScalarStyle::SingleQuoted => {
             assert_eq!(
                 text,
@@ -74,7 +74,7 @@ fn check_node(src: &str, node: &Node) {
                 "{text:?}"
             );
             if !text.contains('\\') {
-                assert_eq!(&text[1..text.len() - 1], value, "double-quoted span");
+                assert_eq!(&text[1..text.len() - 1], &**value, "double-quoted span");
             }
         }
         ScalarStyle::Literal | ScalarStyle::Folded => {}
