@@ -92,17 +92,7 @@ impl Drop for Agent {
     /// SIGTERM first, as Kubernetes stops a Pod (tagflow finishes a push in progress), then
     /// SIGKILL after 10 s.
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        testbed::terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 

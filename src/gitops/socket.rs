@@ -287,30 +287,33 @@ fn ready(st: &SocketStream, events: libc::c_short) -> std::io::Result<bool> {
 /// libgit2's `GIT_TIMEOUT`.
 const TIMEOUT: isize = -37;
 
-#[allow(unsafe_code)]
-unsafe extern "C" fn read(stream: *mut GitStream, data: *mut c_void, len: usize) -> isize {
-    // SAFETY: libgit2 calls this with the stream `init` made.
-    let st = unsafe { this(stream) };
-    match ready(st, libc::POLLIN) {
+/// One read or write: wait until the socket is ready (at most the stream's timeout), then run
+/// `op` until it is not interrupted. `what` says which in errors ("read from", "write to").
+fn transfer(
+    st: &SocketStream,
+    events: libc::c_short,
+    what: &str,
+    mut op: impl FnMut() -> isize,
+) -> isize {
+    match ready(st, events) {
         Ok(true) => {}
         Ok(false) => {
             set_error(
                 libgit2_sys::GIT_ERROR_NET,
-                "could not read from socket: timed out",
+                &format!("could not {what} socket: timed out"),
             );
             return TIMEOUT;
         }
         Err(e) => {
             set_error(
                 libgit2_sys::GIT_ERROR_NET,
-                &format!("error receiving data from socket: {e}"),
+                &format!("could not {what} socket: {e}"),
             );
             return -1;
         }
     }
     loop {
-        // SAFETY: libgit2 gives a buffer of `len` writable bytes.
-        let n = unsafe { libc::recv(st.s, data, len, 0) };
+        let n = op();
         if n >= 0 {
             return n;
         }
@@ -318,11 +321,22 @@ unsafe extern "C" fn read(stream: *mut GitStream, data: *mut c_void, len: usize)
         if e.kind() != std::io::ErrorKind::Interrupted {
             set_error(
                 libgit2_sys::GIT_ERROR_NET,
-                &format!("error receiving data from socket: {e}"),
+                &format!("could not {what} socket: {e}"),
             );
             return -1;
         }
     }
+}
+
+#[allow(unsafe_code)]
+unsafe extern "C" fn read(stream: *mut GitStream, data: *mut c_void, len: usize) -> isize {
+    // SAFETY: libgit2 calls this with the stream `init` made.
+    let st = unsafe { this(stream) };
+    let fd = st.s;
+    // SAFETY: libgit2 gives a buffer of `len` writable bytes.
+    transfer(st, libc::POLLIN, "read from", || unsafe {
+        libc::recv(fd, data, len, 0)
+    })
 }
 
 #[allow(unsafe_code)]
@@ -334,39 +348,12 @@ unsafe extern "C" fn write(
 ) -> isize {
     // SAFETY: libgit2 calls this with the stream `init` made.
     let st = unsafe { this(stream) };
-    match ready(st, libc::POLLOUT) {
-        Ok(true) => {}
-        Ok(false) => {
-            set_error(
-                libgit2_sys::GIT_ERROR_NET,
-                "could not write to socket: timed out",
-            );
-            return TIMEOUT;
-        }
-        Err(e) => {
-            set_error(
-                libgit2_sys::GIT_ERROR_NET,
-                &format!("error sending data to socket: {e}"),
-            );
-            return -1;
-        }
-    }
-    loop {
-        // SAFETY: libgit2 gives `len` readable bytes; MSG_NOSIGNAL: a closed peer is an error,
-        // not a SIGPIPE.
-        let n = unsafe { libc::send(st.s, data.cast::<c_void>(), len, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return n;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            set_error(
-                libgit2_sys::GIT_ERROR_NET,
-                &format!("error sending data to socket: {e}"),
-            );
-            return -1;
-        }
-    }
+    let fd = st.s;
+    // SAFETY: libgit2 gives `len` readable bytes; MSG_NOSIGNAL: a closed peer is an error, not
+    // a SIGPIPE.
+    transfer(st, libc::POLLOUT, "write to", || unsafe {
+        libc::send(fd, data.cast::<c_void>(), len, libc::MSG_NOSIGNAL)
+    })
 }
 
 #[allow(unsafe_code)]

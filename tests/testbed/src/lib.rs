@@ -24,7 +24,7 @@ pub use forge::{Flavor, Forge, GITEA_LABELS, Pr};
 pub use gitserv::{BareRepo, Commit, GitHttp, GitSsh};
 pub use http::{Request, Response, Scripted};
 pub use kube::{ADMIN_TOKEN, KubeApi, apiserver_bin};
-pub use proc::{find_bin, free_port, run_checked, run_with_timeout};
+pub use proc::{find_bin, free_port, run_checked, run_with_timeout, terminate};
 pub use registry::{LoggedRequest, Registry, RegistryOpts};
 pub use slack::{CapturedRequest, SlackCapture};
 pub use tls::{TlsFiles, make_tls};

@@ -113,6 +113,19 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u
     })
 }
 
+/// Stop `child` as Kubernetes stops a Pod: SIGTERM, then SIGKILL if it has not exited after
+/// `grace` (tagflow finishes a push in progress on SIGTERM, and a profiler under it writes its
+/// output). Reaped either way.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
+        let _ = rustix::process::kill_process(pid, Signal::TERM);
+    }
+    if wait_timeout(child, grace).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Poll `child` until it exits or `timeout` passes (`None` on timeout).
 pub(crate) fn wait_timeout(
     child: &mut Child,
