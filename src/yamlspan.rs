@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use saphyr_parser::{Event, Parser, Span};
+use saphyr_parser::{Event, Parser, Span, StrInput};
 
 /// Deepest nesting accepted; hostile input must not blow the stack when the tree is walked.
 const MAX_DEPTH: usize = 256;
@@ -173,7 +173,7 @@ impl Document {
 /// # Errors
 /// Syntax errors, more than one document, duplicate mapping keys, nesting deeper than 256.
 pub fn parse(src: &str) -> Result<Document, YamlError> {
-    let mut docs = Builder::new(src, true).run()?;
+    let mut docs = build(src, true)?;
     Ok(docs.pop().unwrap_or(Document { root: None }))
 }
 
@@ -183,7 +183,111 @@ pub fn parse(src: &str) -> Result<Document, YamlError> {
 /// # Errors
 /// Syntax errors, duplicate mapping keys, nesting deeper than 256.
 pub fn parse_stream(src: &str) -> Result<Vec<Document>, YamlError> {
-    Builder::new(src, false).run()
+    build(src, false)
+}
+
+fn build(src: &str, single: bool) -> Result<Vec<Document>, YamlError> {
+    let mut tree = Tree::default();
+    for step in Steps::new(src, single) {
+        tree.step(step?)?;
+    }
+    Ok(tree.done)
+}
+
+/// One step through a stream, with the nodes as the tree holds them: what [`parse_stream`]
+/// builds its tree from, for a caller that wants to look at a document without keeping it
+/// (the rewriter's safety net reads a 10,000-image input and output side by side this way).
+#[derive(Debug)]
+pub enum Step {
+    /// A document begins.
+    DocumentStart,
+    /// The document ends.
+    DocumentEnd,
+    /// A scalar or an alias.
+    Leaf(Node),
+    /// A mapping or a sequence begins: its node, with no pairs or items yet.
+    Open(Node),
+    /// The innermost open collection ends, at this byte (its node's `span.end`).
+    Close(usize),
+}
+
+/// Every step of a stream, in order, as [`parse_stream`] sees them, without building a tree.
+/// Duplicate keys are not looked for (that takes the tree's keys). After an error (a syntax
+/// error, nesting deeper than 256) there is no further step.
+#[must_use]
+pub fn steps(src: &str) -> Steps<'_> {
+    Steps::new(src, false)
+}
+
+/// The iterator of [`steps`].
+pub struct Steps<'a> {
+    reader: Reader<'a>,
+    events: Parser<'a, StrInput<'a>>,
+    /// The directive guard ran.
+    checked: bool,
+    /// An error was returned: nothing follows it.
+    stopped: bool,
+}
+
+impl<'a> Steps<'a> {
+    fn new(src: &'a str, single: bool) -> Self {
+        let reader = Reader::new(src, single);
+        let events = Parser::new_from_str(reader.body);
+        Steps {
+            reader,
+            events,
+            checked: false,
+            stopped: false,
+        }
+    }
+
+    fn next_step(&mut self) -> Option<Result<Step, YamlError>> {
+        if !self.checked {
+            self.checked = true;
+            // saphyr-parser 0.0.11 advances its character index by bytes over a directive's
+            // name and parameters, so every span after `%日本` would point a few bytes off
+            // (found by fuzzing). No values file needs such a directive: refuse it rather than
+            // mis-place.
+            if let Some(line) = non_ascii_directive(self.reader.body) {
+                return Some(Err(YamlError {
+                    line,
+                    col: 1,
+                    message: "a directive (%…) with non-ASCII characters is not supported"
+                        .to_string(),
+                }));
+            }
+        }
+        loop {
+            let (event, span) = match self.events.next()? {
+                Ok(x) => x,
+                Err(e) => {
+                    return Some(Err(YamlError {
+                        line: e.marker().line(),
+                        col: e.marker().col() + 1,
+                        message: e.info().to_string(),
+                    }));
+                }
+            };
+            match self.reader.step(event, &span) {
+                Ok(Some(step)) => return Some(Ok(step)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Iterator for Steps<'_> {
+    type Item = Result<Step, YamlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stopped {
+            return None;
+        }
+        let step = self.next_step();
+        self.stopped = matches!(step, Some(Err(_)));
+        step
+    }
 }
 
 /// A collection being built.
@@ -203,7 +307,9 @@ enum Open {
     },
 }
 
-struct Builder<'a> {
+/// The parser's events as [`Step`]s: positions in bytes, quoted scalars ending at their
+/// quote, absent values empty, nesting bounded.
+struct Reader<'a> {
     src: &'a str,
     /// `src` after a leading byte-order mark, which saphyr-parser would read as content.
     body: &'a str,
@@ -211,18 +317,14 @@ struct Builder<'a> {
     base: usize,
     /// Byte offset of each char index; empty when the source is ASCII (identity).
     char_to_byte: Vec<usize>,
-    stack: Vec<Open>,
-    root: Option<Node>,
+    /// The spans of the collections open now.
+    open: Vec<usize>,
     documents: usize,
     /// Refuse a second document.
     single: bool,
-    /// The documents finished so far.
-    done: Vec<Document>,
-    /// Hashes mapping keys for duplicate detection (randomly keyed: a file cannot aim at it).
-    keys: std::collections::hash_map::RandomState,
 }
 
-impl<'a> Builder<'a> {
+impl<'a> Reader<'a> {
     fn new(src: &'a str, single: bool) -> Self {
         let body = src.strip_prefix('\u{feff}').unwrap_or(src);
         // saphyr-parser's Marker::index counts characters, not bytes.
@@ -234,17 +336,14 @@ impl<'a> Builder<'a> {
                 .chain(std::iter::once(body.len()))
                 .collect()
         };
-        Builder {
+        Reader {
             src,
             body,
             base: src.len() - body.len(),
             char_to_byte,
-            stack: Vec::new(),
-            root: None,
+            open: Vec::new(),
             documents: 0,
             single,
-            done: Vec::new(),
-            keys: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -281,36 +380,14 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn run(mut self) -> Result<Vec<Document>, YamlError> {
-        // saphyr-parser 0.0.11 advances its character index by bytes over a directive's name
-        // and parameters, so every span after `%日本` would point a few bytes off (found by
-        // fuzzing). No values file needs such a directive: refuse it rather than mis-place.
-        if let Some(line) = non_ascii_directive(self.body) {
-            return Err(YamlError {
-                line,
-                col: 1,
-                message: "a directive (%…) with non-ASCII characters is not supported".to_string(),
-            });
-        }
-        for event in Parser::new_from_str(self.body) {
-            let (event, span) = event.map_err(|e| YamlError {
-                line: e.marker().line(),
-                col: e.marker().col() + 1,
-                message: e.info().to_string(),
-            })?;
-            self.event(event, &span)?;
-        }
-        Ok(self.done)
-    }
-
-    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), YamlError> {
+    fn step(&mut self, event: Event<'_>, span: &Span) -> Result<Option<Step>, YamlError> {
         let at = |message: String| YamlError {
             line: span.start.line(),
             col: span.start.col() + 1,
             message,
         };
         let is_mapping = matches!(event, Event::MappingStart(..));
-        match event {
+        Ok(Some(match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.single && self.documents > 1 {
@@ -318,6 +395,7 @@ impl<'a> Builder<'a> {
                         "more than one YAML document; this file must hold exactly one".to_string(),
                     ));
                 }
+                Step::DocumentStart
             }
             Event::Scalar(value, style, anchor, tag) => {
                 let style = match style {
@@ -356,14 +434,11 @@ impl<'a> Builder<'a> {
                     };
                     node.span.end = node.span.start;
                 }
-                self.push(node)?;
+                Step::Leaf(node)
             }
-            Event::Alias(_) => {
-                let node = self.node(NodeKind::Alias, span, 0, None)?;
-                self.push(node)?;
-            }
+            Event::Alias(_) => Step::Leaf(self.node(NodeKind::Alias, span, 0, None)?),
             Event::MappingStart(anchor, tag) | Event::SequenceStart(anchor, tag) => {
-                if self.stack.len() >= MAX_DEPTH {
+                if self.open.len() >= MAX_DEPTH {
                     return Err(at(format!("nesting deeper than {MAX_DEPTH} levels")));
                 }
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix).into());
@@ -373,43 +448,71 @@ impl<'a> Builder<'a> {
                     NodeKind::Sequence(Box::default())
                 };
                 let start = self.node(kind, span, anchor, tag)?;
-                self.stack.push(if is_mapping {
-                    Open::Mapping {
-                        start,
-                        pairs: Vec::new(),
-                        key: None,
-                        seen: std::collections::HashMap::new(),
-                    }
-                } else {
-                    Open::Sequence {
-                        start,
-                        items: Vec::new(),
-                    }
-                });
+                self.open.push(start.span.start);
+                Step::Open(start)
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 let end = self.byte_offset(span.end.index(), span)?;
+                let Some(start) = self.open.pop() else {
+                    return Err(at("unbalanced collection end".to_string()));
+                };
+                Step::Close(end.max(start))
+            }
+            Event::DocumentEnd => Step::DocumentEnd,
+            Event::Nothing | Event::StreamStart | Event::StreamEnd => return Ok(None),
+        }))
+    }
+}
+/// The tree [`parse_stream`] returns, assembled step by step.
+#[derive(Default)]
+struct Tree {
+    stack: Vec<Open>,
+    root: Option<Node>,
+    /// The documents finished so far.
+    done: Vec<Document>,
+    /// Hashes mapping keys for duplicate detection (randomly keyed: a file cannot aim at it).
+    keys: std::collections::hash_map::RandomState,
+}
+
+impl Tree {
+    fn step(&mut self, step: Step) -> Result<(), YamlError> {
+        match step {
+            Step::DocumentStart => {}
+            Step::DocumentEnd => self.done.push(Document {
+                root: self.root.take(),
+            }),
+            Step::Leaf(node) => self.push(node)?,
+            Step::Open(start) => self.stack.push(match start.kind {
+                NodeKind::Mapping(_) => Open::Mapping {
+                    start,
+                    pairs: Vec::new(),
+                    key: None,
+                    seen: std::collections::HashMap::new(),
+                },
+                _ => Open::Sequence {
+                    start,
+                    items: Vec::new(),
+                },
+            }),
+            Step::Close(end) => {
+                // The reader closes only what it opened.
                 let node = match self.stack.pop() {
                     Some(Open::Mapping {
                         mut start, pairs, ..
                     }) => {
                         start.kind = NodeKind::Mapping(pairs.into_boxed_slice());
-                        start.span.end = end.max(start.span.start);
+                        start.span.end = end;
                         start
                     }
                     Some(Open::Sequence { mut start, items }) => {
                         start.kind = NodeKind::Sequence(items.into_boxed_slice());
-                        start.span.end = end.max(start.span.start);
+                        start.span.end = end;
                         start
                     }
-                    None => return Err(at("unbalanced collection end".to_string())),
+                    None => return Ok(()),
                 };
                 self.push(node)?;
             }
-            Event::DocumentEnd => self.done.push(Document {
-                root: self.root.take(),
-            }),
-            Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
         }
         Ok(())
     }
