@@ -248,7 +248,7 @@ fn repo_options(args: &RepoArgs, workdir: Option<PathBuf>) -> Result<RepoOptions
 }
 
 fn main() -> ExitCode {
-    tagflow::memory::limit_arenas();
+    tagflow::memory::tune_allocator();
     let cli = Cli::parse();
     tagflow::logging::init(matches!(cli.log_format, LogFormat::Json));
     // Before any thread: libgit2 starts without reading the CA bundle (gitops::tls says why).

@@ -133,26 +133,32 @@ fn updates_for(
     desired: &BTreeMap<String, Desired>,
 ) -> Vec<ImageUpdate> {
     let env = &config.environments[env_name];
-    config
-        .targets(env)
-        .into_iter()
-        .filter_map(|(image, target)| {
-            let d = desired.get(image)?;
-            Some(ImageUpdate {
-                image: image.to_owned(),
-                setter: config.setter_for(env, image),
-                paths: PathTargets {
-                    name: target.paths.repository.clone(),
-                    tag: target.paths.tag.clone(),
-                    digest: target.paths.digest.clone(),
-                    full: target.paths.full.clone(),
-                },
-                repository: d.repository.clone(),
-                tag: d.tag.clone(),
-                digest: Some(d.digest.clone()),
-            })
+    let targets = config.targets(env);
+    // Sized up front: collected from a filter, 10,000 updates (~200 bytes each) grew to room
+    // for 16,384.
+    let mut out = Vec::with_capacity(
+        targets
+            .iter()
+            .filter(|(i, _)| desired.contains_key(*i))
+            .count(),
+    );
+    out.extend(targets.into_iter().filter_map(|(image, target)| {
+        let d = desired.get(image)?;
+        Some(ImageUpdate {
+            image: image.to_owned(),
+            setter: config.setter_for(env, image),
+            paths: PathTargets {
+                name: target.paths.repository.clone(),
+                tag: target.paths.tag.clone(),
+                digest: target.paths.digest.clone(),
+                full: target.paths.full.clone(),
+            },
+            repository: d.repository.clone(),
+            tag: d.tag.clone(),
+            digest: Some(d.digest.clone()),
         })
-        .collect()
+    }));
+    out
 }
 
 /// Desired images per environment: environment → image → desired.
