@@ -342,8 +342,9 @@ fn rewrite_with(
         found[h.update] = true;
     }
 
-    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    let mut changes = Vec::new();
+    // At most one edit and change per hit; sized so, they do not double past it.
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::with_capacity(hits.len());
+    let mut changes = Vec::with_capacity(hits.len());
     hits.sort_by_key(|h| (h.node.span.start, h.update, h.field));
     for hit in &hits {
         let update = &updates[hit.update];

@@ -201,6 +201,7 @@ pub fn plan_env_edits(
             continue;
         }
         for (path, out) in env_rewrites(env_name, env, &updates, read)? {
+            changes.reserve_exact(out.changes.len());
             changes.extend(out.changes.into_iter().map(|change| EnvChange {
                 env: env_name.clone(),
                 change,

@@ -15,15 +15,18 @@ pub(super) struct Comment {
 }
 
 /// Every comment in `src`; `scalars` are the byte ranges of all scalars and aliases.
-pub(super) fn comments(src: &str, scalars: &[Range<usize>]) -> Vec<Comment> {
-    let mut spans: Vec<&Range<usize>> = scalars.iter().filter(|r| !r.is_empty()).collect();
-    spans.sort_by_key(|r| r.start);
+pub(super) fn comments(src: &str, scalars: &mut [Range<usize>]) -> Vec<Comment> {
+    // Sorted in place and empty ones skipped below: no second list of a 10,000-image file's
+    // 70,000 scalars.
+    scalars.sort_unstable_by_key(|r| r.start);
+    let spans = scalars;
     let bytes = src.as_bytes();
     let mut out = Vec::new();
     let mut next_span = 0;
     let mut i = 0;
     while i < bytes.len() {
-        while next_span < spans.len() && spans[next_span].end <= i {
+        while next_span < spans.len() && (spans[next_span].end <= i || spans[next_span].is_empty())
+        {
             next_span += 1;
         }
         if let Some(span) = spans.get(next_span).filter(|s| s.start <= i) {
@@ -131,14 +134,14 @@ mod tests {
                 }
             });
         }
-        let got: Vec<&str> = comments(src, &scalars)
+        let got: Vec<&str> = comments(src, &mut scalars)
             .iter()
             .map(|c| &src[c.span.clone()])
             .collect();
         assert_eq!(got, ["# yes", "# top", "# é"]);
         let bom = "\u{feff}# first\n";
         assert_eq!(
-            comments(bom, &[]),
+            comments(bom, &mut []),
             [Comment {
                 span: 3..bom.len() - 1
             }]
