@@ -8,17 +8,10 @@ use crate::yamlspan::{Node, NodeKind, ScalarStyle};
 
 use super::validate::plain_is_string;
 
-/// A scalar that can be rewritten in place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Editable {
-    /// The current value.
-    pub value: String,
-    /// How it is written.
-    pub style: ScalarStyle,
-}
-
-/// The target's current value, or why it cannot be rewritten in place.
-pub(super) fn editable(src: &str, node: &Node) -> Result<Editable, String> {
+/// How the target is written, or why it cannot be rewritten in place. When it can, its source
+/// text (`src[node.span]`) maps exactly to its value: [`decode`] gives the value back from the
+/// text alone, after the tree is gone.
+pub(super) fn editable(src: &str, node: &Node) -> Result<ScalarStyle, String> {
     let (value, style) = match &node.kind {
         NodeKind::Scalar { value, style } => (value, *style),
         NodeKind::Alias => {
@@ -59,10 +52,21 @@ pub(super) fn editable(src: &str, node: &Node) -> Result<Editable, String> {
             "the target's source text {text:?} does not map exactly to its value {value:?}"
         ));
     }
-    Ok(Editable {
-        value: value.to_string(),
-        style,
-    })
+    Ok(style)
+}
+
+/// The value of a scalar's source text that [`editable`] accepted in `style`.
+pub(super) fn decode(text: &str, style: ScalarStyle) -> String {
+    let inner = || {
+        text.get(1..text.len().saturating_sub(1))
+            .unwrap_or_default()
+    };
+    match style {
+        ScalarStyle::SingleQuoted => inner().replace("''", "'"),
+        // Accepted only without escapes, so the text between the quotes is the value.
+        ScalarStyle::DoubleQuoted => inner().to_string(),
+        ScalarStyle::Plain | ScalarStyle::Literal | ScalarStyle::Folded => text.to_string(),
+    }
 }
 
 /// Source text for `value` in `style`; a plain scalar that would not read back as the same
@@ -106,7 +110,8 @@ mod tests {
                 _ => node,
             };
             let got = editable(src, node).unwrap();
-            assert_eq!((got.value.as_str(), got.style), (value, style), "{src:?}");
+            let text = &src[node.span.clone()];
+            assert_eq!((decode(text, got).as_str(), got), (value, style), "{src:?}");
         }
         let refused = [
             ("t: &a x\n", "anchor"),
