@@ -22,7 +22,7 @@ pub mod run_loop;
 pub mod select;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use crate::k8s::ClusterError;
 use crate::k8s::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Poster};
-use crate::plan::{Desired, EnvChange};
+use crate::plan::EnvChange;
 use crate::registry::{CacheFile, Registries, RegistryError};
 
 pub use rollouts::StateStore;
@@ -130,8 +130,6 @@ pub struct Report {
     pub commit: Option<Oid>,
     /// What changed.
     pub changes: Vec<EnvChange>,
-    /// Desired image per name.
-    pub desired: BTreeMap<String, Desired>,
     /// Images that could not be scanned, with why (the others were handled).
     pub image_errors: Vec<(String, SelectError)>,
     /// Rollout steps that could not be taken (the others were).
@@ -438,7 +436,6 @@ mod tests {
             head: Oid::ZERO_SHA1,
             commit: None,
             changes: Vec::new(),
-            desired: BTreeMap::new(),
             image_errors: errors,
             rollout_errors: Vec::new(),
             requeue: None,

@@ -1,7 +1,7 @@
 //! The cycle itself, in order, and the two commands built from its stages: the dry run
 //! (`plan`) and `approve`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use git2::Oid;
 
@@ -164,7 +164,6 @@ impl Reconciler {
             head,
             commit: None,
             changes: Vec::new(),
-            desired: BTreeMap::new(),
             image_errors,
             rollout_errors: Vec::new(),
             requeue: None,
@@ -173,7 +172,8 @@ impl Reconciler {
         if desired.is_empty() {
             return Ok(report);
         }
-        let targets = plan::policy_targets(&cfg, &desired);
+        // The picks move into the plan: at 10,000 images a copy is ~4.5 MB at the rewrite's peak.
+        let targets = plan::policy_targets_from(&cfg, desired);
         let (targets, branched) = super::propose::split(&cfg, targets);
         let picks = super::idle::picks(&self.repo.opts.config_path, &targets);
         let key = super::idle::at(head, &picks);
@@ -215,7 +215,6 @@ impl Reconciler {
         report.head = done.head;
         report.commit = done.commit;
         report.changes = done.changes;
-        report.desired = desired;
         Ok(report)
     }
 

@@ -167,12 +167,26 @@ pub type PerEnv = BTreeMap<String, BTreeMap<String, Desired>>;
 /// Every environment that takes the policy's pick gets `desired`; environments with
 /// `promoteFrom` are left out (they only receive promotions, see [`plan_env_edits`]).
 pub fn policy_targets(config: &Config, desired: &BTreeMap<String, Desired>) -> PerEnv {
-    config
+    policy_targets_from(config, desired.clone())
+}
+
+/// [`policy_targets`], taking `desired` rather than copying it for the last environment.
+pub fn policy_targets_from(config: &Config, desired: BTreeMap<String, Desired>) -> PerEnv {
+    let mut envs: Vec<&String> = config
         .environments
         .iter()
         .filter(|(_, env)| env.promote_from.is_none())
-        .map(|(name, _)| (name.clone(), desired.clone()))
-        .collect()
+        .map(|(name, _)| name)
+        .collect();
+    let Some(last) = envs.pop() else {
+        return PerEnv::new();
+    };
+    let mut out: PerEnv = envs
+        .into_iter()
+        .map(|name| (name.clone(), desired.clone()))
+        .collect();
+    out.insert(last.clone(), desired);
+    out
 }
 
 /// Rewrite every environment's file for the desired images; `None` when nothing changes.
