@@ -27,7 +27,7 @@ pub fn give_back() {
 /// - Allocations of 64 KiB and more get their own mapping, given back when freed. glibc's
 ///   default starts at 128 KiB and rises to the largest block freed so far, so after a cycle
 ///   freed a values file's buffers every later file-sized buffer came from the heap and pinned
-///   it: a cold `once` committing 10,000 images peaked at 76.4 MB, 70.7 MB with this. (A
+///   it: a cold `once` committing 10,000 images peaked at 74.6 MiB, 69.0 MiB with this. (A
 ///   set threshold also keeps the heap's trim threshold at its 128 KiB, where glibc would
 ///   raise it to twice the mapping threshold.)
 pub fn tune_allocator() {
