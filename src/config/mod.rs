@@ -204,9 +204,10 @@ pub(crate) fn load<'a>(file: &str, text: &'a str) -> Result<(Lines<'a>, Value), 
             message,
         }],
     };
-    match serde_yaml::from_str(text) {
+    match yamlspan::from_str(text) {
         Ok(root) => Ok((Lines::new(text), root)),
-        Err(e) => Err(match yamlspan::parse(text) {
+        Err(yamlspan::FromStrError::Syntax(e)) => Err(one(Some(e.line), e.message)),
+        Err(yamlspan::FromStrError::Serde(e)) => Err(match yamlspan::parse(text) {
             Err(span) => one(Some(span.line), span.message),
             Ok(_) => one(
                 e.location().map(|l| l.line()),

@@ -227,7 +227,7 @@ fn locate(file: (&str, Option<&str>), key: &str, i: usize, message: String) -> P
 /// Other top-level keys belong to other approvals and are ignored.
 pub fn plan_approval(text: &str, workspace: &str) -> Result<Option<String>, String> {
     let v: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+        crate::yamlspan::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let Some(tf) = v.get("terraform") else {
         return Ok(None);
     };

@@ -289,3 +289,48 @@ fn syntax_errors_are_located_and_duplicate_keys_name_both_lines() {
         "{found:?}"
     );
 }
+
+/// A config nested thousands of flow levels deep is refused before serde_yaml reads it: libyaml
+/// under serde_yaml takes time in the square of the nesting (1 MB of `{a: ` took minutes). The
+/// same for the approval and quarantine lists read against it, and a plan approval.
+#[test]
+fn deep_nesting_is_refused_at_its_line_before_serde_reads_it() {
+    // The guard's limit is serde_yaml's (128); the span tree's, had serde_yaml read the text
+    // first, would be 256. Where the scanner reads ahead (runs of `[`), its own limit (255)
+    // speaks first.
+    for (unit, limit) in [
+        ("{a: ", "128"),
+        ("[", "255"),
+        ("[a, ", "255"),
+        ("{? ", "128"),
+    ] {
+        let deep = format!("interval: 1m\nimages:\n  x: {}\n", unit.repeat(20_000));
+        let found = problems(&deep);
+        assert_eq!(found.len(), 1, "{unit}: {found:?}");
+        let want = format!("nesting deeper than {limit} levels");
+        assert!(
+            found[0].starts_with("c.yaml:3: ") && found[0].contains(&want),
+            "{unit}: {found:?}"
+        );
+    }
+    // Block nesting costs libyaml no more than its length; the tree refuses it all the same.
+    let found = problems(&format!(
+        "interval: 1m\nimages:\n{}x\n",
+        "- ".repeat(20_000)
+    ));
+    assert!(
+        found[0].starts_with("c.yaml:3: nesting deeper than"),
+        "{found:?}"
+    );
+    let config = parse("c.yaml", GOOD).expect("good");
+    let deep = format!("approvals:\n- {}\n", "{a: ".repeat(20_000));
+    let err = parse_gates(&config, ("a.yaml", Some(&deep)), ("q.yaml", None)).unwrap_err();
+    let found: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("a.yaml:2: ") && found[0].contains("nesting deeper than"),
+        "{found:?}"
+    );
+    let err = plan_approval(&"{a: ".repeat(20_000), "aws").unwrap_err();
+    assert!(err.contains("nesting deeper than"), "{err}");
+}

@@ -184,7 +184,7 @@ impl Objects {
         let mut out = Self::default();
         for f in files {
             for (offset, text) in documents(&f.text) {
-                let Ok(v) = serde_yaml::from_str::<Value>(&text) else {
+                let Ok(v) = yamlspan::from_str::<Value>(&text) else {
                     continue;
                 };
                 let Some(api) = text_of(&v, "apiVersion") else {

@@ -19,7 +19,7 @@ pub enum AppendError {
 /// The `key:` list's entries as string maps; `Err` when the file is not `key: [mappings]`.
 fn entries(text: &str, key: &str) -> Result<Vec<BTreeMap<String, String>>, String> {
     let root: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+        crate::yamlspan::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let list = match &root {
         serde_yaml::Value::Null => return Ok(Vec::new()),
         serde_yaml::Value::Mapping(m) => m.get(key),

@@ -210,3 +210,33 @@ fn a_non_ascii_directive_is_refused_not_mis_spanned() {
     let (value, _, span) = scalar(&ok[0], &["a"]);
     assert_eq!((value, &"%YAML 1.2\n---\na: é\n"[span]), ("é", "é"));
 }
+
+/// `from_str` reads what serde_yaml reads, however many brackets the text has, as long as it
+/// is not nested deeper than serde_yaml's limit; past it, the line at fault is named.
+#[test]
+fn from_str_bounds_nesting_and_otherwise_reads_as_serde() {
+    let many = format!(
+        "q: '{}'\nlist:\n{}deep: {}1{}\n",
+        "[".repeat(300),
+        "- [a, {b: c}]\n".repeat(200),
+        "[".repeat(120),
+        "]".repeat(120)
+    );
+    let ours: serde_yaml::Value = from_str(&many).expect("reads");
+    let theirs: serde_yaml::Value = serde_yaml::from_str(&many).expect("serde reads");
+    assert_eq!(ours, theirs);
+    let deep = format!("a: 1\nb: {}1{}\n", "[".repeat(129), "]".repeat(129));
+    match from_str::<serde_yaml::Value>(&deep) {
+        Err(FromStrError::Syntax(e)) => {
+            assert_eq!(
+                (e.line, e.message.as_str()),
+                (2, "nesting deeper than 128 levels")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not nested past the limit but not YAML either: refused, and located.
+    let broken = format!("a: 1\nb: {}\nc: ]\n", "[x] ".repeat(200));
+    let err = from_str::<serde_yaml::Value>(&broken).unwrap_err();
+    assert_eq!(err.line(), Some(2), "{err}");
+}
